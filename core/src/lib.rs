@@ -1,0 +1,7 @@
+//! trustmesh-core: the vocabulary both binaries share, with no Kubernetes and no I/O.
+//!
+//! - [`spiffe`]: SPIFFE IDs and trust domains, parsed and validated as the SPIFFE ID standard says.
+//! - [`policy`]: the compiled per-workload policy, its evaluation and HTTP path normalization.
+
+pub mod policy;
+pub mod spiffe;

@@ -1,0 +1,1 @@
+//! trustmesh end-to-end tests live in `tests/`.
