@@ -1,0 +1,283 @@
+//! Resources -> per-workload compiled policy.
+//!
+//! [`compile`] is pure: it takes the desired state (WorkloadIdentities, AccessPolicies, namespace
+//! labels) from whichever source is in use (Kubernetes or a local directory) and returns, for each
+//! workload, the [`WorkloadPolicy`] its sidecars enforce, plus a report per resource for the status
+//! controllers. Everything the CRD schema checks is checked again here, because local mode reads
+//! YAML that never went through an apiserver.
+//!
+//! Fail closed: a policy with any problem is not accepted and none of its rules are installed,
+//! except that a rejected *enforced Deny* policy closes its target to every caller of the trust
+//! domain until it is fixed (leaving it out would open what it meant to close).
+
+mod problem;
+mod resolve;
+pub mod selector;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::ResourceExt;
+use trustmesh_api::duration::parse_duration;
+use trustmesh_api::labels::DEFAULT_POLICY_LABEL;
+use trustmesh_api::{AccessPolicy, PolicyAction, PolicyMode, WorkloadIdentity};
+use trustmesh_core::policy::{Action, CallerMatch, DefaultAction, Mode, PolicyRef, Rule, WorkloadPolicy};
+use trustmesh_core::spiffe::{SpiffeId, TrustDomain};
+
+pub use problem::Problem;
+
+/// Bounds on `WorkloadIdentity.spec.ttl` (the CRD enforces the same with CEL).
+pub const TTL_BOUNDS: (Duration, Duration) = (Duration::from_secs(5 * 60), Duration::from_secs(24 * 3600));
+
+/// Mesh-wide settings that shape compilation.
+#[derive(Clone, Debug)]
+pub struct MeshSettings {
+    /// Trust domain of every SPIFFE ID the mesh issues.
+    pub trust_domain: TrustDomain,
+    /// What happens to calls no enforced rule matches, unless a namespace label overrides it.
+    pub default_action: DefaultAction,
+}
+
+/// A namespace as compilation needs it.
+#[derive(Clone, Debug, Default)]
+pub struct NamespaceInfo {
+    /// Name.
+    pub name: String,
+    /// Labels (namespace selectors and the default-policy override read them).
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The desired state, from either source.
+#[derive(Clone, Debug, Default)]
+pub struct DesiredState {
+    /// Every WorkloadIdentity.
+    pub identities: Vec<WorkloadIdentity>,
+    /// Every AccessPolicy.
+    pub policies: Vec<AccessPolicy>,
+    /// Every namespace that has labels worth knowing (absent namespaces have no labels).
+    pub namespaces: Vec<NamespaceInfo>,
+}
+
+/// `namespace/name` of a resource.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectKey {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl ObjectKey {
+    /// The key of a namespaced resource.
+    pub fn of<K: ResourceExt>(obj: &K) -> Self {
+        Self { namespace: obj.namespace().unwrap_or_default(), name: obj.name_any() }
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// One workload identity, ready to be served.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CompiledWorkload {
+    /// Its SPIFFE ID.
+    pub spiffe_id: SpiffeId,
+    /// Service account whose pods it covers.
+    pub service_account: String,
+    /// Optional narrowing of those pods.
+    pub pod_selector: Option<LabelSelector>,
+    /// Certificate lifetime.
+    pub ttl: Duration,
+    /// Quarantined: no certificates, every sidecar refuses it.
+    pub suspended: bool,
+    /// The inbound policy its sidecars enforce.
+    pub policy: WorkloadPolicy,
+}
+
+/// What compilation found about one WorkloadIdentity.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct IdentityReport {
+    /// The SPIFFE ID, when it could be formed.
+    pub spiffe_id: Option<SpiffeId>,
+    /// Problems that keep the identity from being served (empty: Ready).
+    pub problems: Vec<Problem>,
+}
+
+/// What compilation found about one AccessPolicy.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PolicyReport {
+    /// `metadata.generation` that was compiled.
+    pub generation: i64,
+    /// The protected workload's SPIFFE ID, when the target resolved.
+    pub target: Option<SpiffeId>,
+    /// Problems that keep the policy from being accepted.
+    pub problems: Vec<Problem>,
+    /// Callers that resolve to no identity (`namespace/name`, or a selector that selects nothing).
+    pub unresolved_callers: Vec<String>,
+}
+
+impl PolicyReport {
+    /// Accepted when there are no problems (unresolved callers only match nothing).
+    pub fn accepted(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// The output of [`compile`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CompiledMesh {
+    /// Servable workloads by WorkloadIdentity.
+    pub workloads: BTreeMap<ObjectKey, CompiledWorkload>,
+    /// A report for every WorkloadIdentity.
+    pub identities: BTreeMap<ObjectKey, IdentityReport>,
+    /// A report for every AccessPolicy.
+    pub policies: BTreeMap<ObjectKey, PolicyReport>,
+}
+
+impl CompiledMesh {
+    /// The workload whose SPIFFE ID this is.
+    pub fn workload_by_id(&self, id: &SpiffeId) -> Option<&CompiledWorkload> {
+        self.workloads.values().find(|w| &w.spiffe_id == id)
+    }
+
+    /// SPIFFE IDs of suspended identities (the revocation list every sidecar gets).
+    pub fn revoked(&self) -> BTreeSet<SpiffeId> {
+        self.workloads.values().filter(|w| w.suspended).map(|w| w.spiffe_id.clone()).collect()
+    }
+}
+
+/// Compiles the desired state. Deterministic: the same input gives the same output.
+pub fn compile(settings: &MeshSettings, state: &DesiredState) -> CompiledMesh {
+    let namespaces: BTreeMap<&str, &NamespaceInfo> = state.namespaces.iter().map(|n| (n.name.as_str(), n)).collect();
+    let mut mesh = CompiledMesh::default();
+
+    // Identities, oldest first so a later duplicate of a service account is the one refused.
+    let mut identities: Vec<&WorkloadIdentity> = state.identities.iter().collect();
+    identities.sort_by_key(|w| (w.metadata.creation_timestamp.clone().map(|t| t.0), ObjectKey::of(*w)));
+    let mut by_id: BTreeMap<SpiffeId, ObjectKey> = BTreeMap::new();
+    for wid in identities {
+        let key = ObjectKey::of(wid);
+        let (report, workload) = compile_identity(settings, &namespaces, wid, &by_id);
+        if let Some(w) = workload {
+            by_id.insert(w.spiffe_id.clone(), key.clone());
+            mesh.workloads.insert(key.clone(), w);
+        }
+        mesh.identities.insert(key, report);
+    }
+
+    // Policies in a stable order; their rules land in the target workload's policy.
+    let mut policies: Vec<&AccessPolicy> = state.policies.iter().collect();
+    policies.sort_by_key(|p| ObjectKey::of(*p));
+    let resolver = resolve::Resolver { settings, mesh: &mesh, namespaces: &state.namespaces };
+    let mut rules_by_target: BTreeMap<ObjectKey, Vec<Rule>> = BTreeMap::new();
+    let mut reports = BTreeMap::new();
+    for policy in policies {
+        let (report, rules, target) = resolver.policy(policy);
+        if let Some(target) = target {
+            rules_by_target.entry(target).or_default().extend(rules);
+        }
+        reports.insert(ObjectKey::of(policy), report);
+    }
+    mesh.policies = reports;
+    for (target, rules) in rules_by_target {
+        if let Some(w) = mesh.workloads.get_mut(&target) {
+            w.policy.rules = rules;
+        }
+    }
+    mesh
+}
+
+fn compile_identity(
+    settings: &MeshSettings,
+    namespaces: &BTreeMap<&str, &NamespaceInfo>,
+    wid: &WorkloadIdentity,
+    taken: &BTreeMap<SpiffeId, ObjectKey>,
+) -> (IdentityReport, Option<CompiledWorkload>) {
+    let namespace = wid.namespace().unwrap_or_default();
+    let mut report = IdentityReport::default();
+    let id = match SpiffeId::for_service_account(&settings.trust_domain, &namespace, &wid.spec.service_account) {
+        Ok(id) => Some(id),
+        Err(e) => {
+            report.problems.push(Problem::BadServiceAccount { value: wid.spec.service_account.clone(), reason: e.to_string() });
+            None
+        }
+    };
+    report.spiffe_id = id.clone();
+    if let Some(owner) = id.as_ref().and_then(|id| taken.get(id)) {
+        report.problems.push(Problem::DuplicateServiceAccount { service_account: wid.spec.service_account.clone(), owner: owner.to_string() });
+    }
+    let ttl = match parse_duration(&wid.spec.ttl) {
+        Ok(ttl) if ttl >= TTL_BOUNDS.0 && ttl <= TTL_BOUNDS.1 => Some(ttl),
+        Ok(_) => {
+            report.problems.push(Problem::TtlOutOfBounds { value: wid.spec.ttl.clone() });
+            None
+        }
+        Err(e) => {
+            report.problems.push(Problem::BadTtl { reason: e.to_string() });
+            None
+        }
+    };
+    if let Some(sel) = &wid.spec.pod_selector
+        && let Err(e) = selector::validate(sel)
+    {
+        report.problems.push(Problem::BadSelector { field: "spec.podSelector".into(), reason: e.to_string() });
+    }
+    let default_action = namespaces
+        .get(namespace.as_str())
+        .and_then(|n| n.labels.get(DEFAULT_POLICY_LABEL))
+        .map_or(Ok(settings.default_action), |v| v.parse::<DefaultAction>());
+    let default_action = match default_action {
+        Ok(a) => a,
+        Err(reason) => {
+            report.problems.push(Problem::BadNamespaceDefault { namespace: namespace.clone(), reason });
+            settings.default_action
+        }
+    };
+    let workload = match (id, ttl) {
+        (Some(spiffe_id), Some(ttl)) if report.problems.is_empty() => Some(CompiledWorkload {
+            policy: WorkloadPolicy { workload: spiffe_id.clone(), default_action, rules: vec![] },
+            spiffe_id,
+            service_account: wid.spec.service_account.clone(),
+            pod_selector: wid.spec.pod_selector.clone(),
+            ttl,
+            suspended: wid.spec.suspended,
+        }),
+        _ => None,
+    };
+    (report, workload)
+}
+
+fn action(a: PolicyAction) -> Action {
+    match a {
+        PolicyAction::Allow => Action::Allow,
+        PolicyAction::Deny => Action::Deny,
+    }
+}
+
+fn mode(m: PolicyMode) -> Mode {
+    match m {
+        PolicyMode::Enforce => Mode::Enforce,
+        PolicyMode::Audit => Mode::Audit,
+    }
+}
+
+/// The rule installed for a rejected enforced Deny policy: every caller of the trust domain is
+/// denied everything (rule index `u32::MAX` marks it in logs as "policy rejected, failing closed").
+fn fail_closed_rule(settings: &MeshSettings, policy: PolicyRef) -> Rule {
+    Rule {
+        policy,
+        rule_index: u32::MAX,
+        action: Action::Deny,
+        mode: Mode::Enforce,
+        from: vec![CallerMatch::TrustDomain(settings.trust_domain.clone())],
+        to: vec![],
+    }
+}
+
+#[cfg(test)]
+mod tests;
