@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what the tests need on a fresh machine (only what is missing) and runs every test.
+# Used by .ci/run; safe to run again and again on a developer machine.
+#
+#   ./scripts/test.sh            everything (needs root for apt-get and the network-namespace tier)
+#   SKIP_INSTALL=1 ./scripts/test.sh   assume the prerequisites are there
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+for pair in openssl:openssl curl:curl; do
+  cmd=${pair%%:*} pkg=${pair##*:}
+  command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+
+if [ "${SKIP_INSTALL:-0}" != 1 ]; then
+  if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "== installing Debian packages: ${need_apt[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+  fi
+fi
+
+echo "== tool versions"
+cargo --version
+openssl version
+
+echo "== cargo test (every crate, every tier that runs without a cluster)"
+cargo test --workspace --locked
