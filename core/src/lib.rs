@@ -4,4 +4,6 @@
 //! - [`policy`]: the compiled per-workload policy, its evaluation and HTTP path normalization.
 
 pub mod policy;
+pub mod proto;
 pub mod spiffe;
+pub mod tls;

@@ -9,3 +9,8 @@
 pub mod ca;
 pub mod compile;
 pub mod crdgen;
+pub mod local;
+pub mod metrics;
+pub mod run;
+pub mod server;
+pub mod state;

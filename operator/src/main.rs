@@ -1,10 +1,15 @@
 //! `trustmesh-operator`: the control plane's command line.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use trustmesh_core::spiffe::TrustDomain;
+use trustmesh_operator::local::{LocalDir, init::init};
+use trustmesh_operator::run::{LocalOptions, start_local};
 
 /// trustmesh control plane: workload identity and least-privilege policy for a service mesh.
 #[derive(Parser)]
@@ -22,9 +27,52 @@ enum Command {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
+    /// Run the control plane without Kubernetes, from a directory of resources.
+    Local(LocalArgs),
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct LocalArgs {
+    #[command(subcommand)]
+    command: Option<LocalCommand>,
+    /// The directory (`local init DIR` makes one).
+    #[arg(long, env = "TRUSTMESH_DIR")]
+    dir: Option<PathBuf>,
+    /// gRPC address for the identity and config APIs.
+    #[arg(long, default_value = "127.0.0.1:15012")]
+    listen: SocketAddr,
+    /// Address for /metrics, /healthz and /bundle.jwks.
+    #[arg(long, default_value = "127.0.0.1:15014")]
+    metrics_listen: SocketAddr,
+    /// How often to check the directory for changes, in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    poll_ms: u64,
+    /// Signing requests one workload may burst.
+    #[arg(long, default_value_t = 10)]
+    sign_burst: u32,
+    /// Signing requests per second one workload may sustain.
+    #[arg(long, default_value_t = 1.0)]
+    sign_rate: f64,
+}
+
+#[derive(Subcommand)]
+enum LocalCommand {
+    /// Write a ready example directory: CA, bundle, a WorkloadIdentity, a LocalWorkload and its join token.
+    Init {
+        /// Where to write it (must not hold a mesh yet).
+        dir: PathBuf,
+        /// Trust domain of the mesh.
+        #[arg(long, default_value = "local.trustmesh")]
+        trust_domain: String,
+    },
 }
 
 fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -44,6 +92,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
                 eprintln!("wrote {}", path.display());
             }
+        }
+        Command::Local(LocalArgs { command: Some(LocalCommand::Init { dir, trust_domain }), .. }) => {
+            let td = TrustDomain::new(&trust_domain).with_context(|| format!("--trust-domain {trust_domain:?}"))?;
+            let report = init(&LocalDir::new(&dir), &td)?;
+            println!("initialized {} (trust domain {})", dir.display(), td.as_str());
+            println!("  trust bundle:   {}", report.bundle_path.display());
+            println!("  join token for workload {:?}: {}", report.workload, report.token_path.display());
+            println!("start it with: trustmesh-operator local --dir {}", dir.display());
+        }
+        Command::Local(args) => {
+            let dir = args.dir.context("--dir DIR is required (or `local init DIR` to create one)")?;
+            let opts = LocalOptions {
+                dir,
+                grpc_listen: args.listen,
+                metrics_listen: args.metrics_listen,
+                poll_interval: Duration::from_millis(args.poll_ms.max(10)),
+                sign_burst: args.sign_burst,
+                sign_rate: args.sign_rate,
+            };
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            rt.block_on(async {
+                let running = start_local(opts).await?;
+                tokio::select! {
+                    _ = running.wait() => anyhow::bail!("a control-plane task stopped unexpectedly"),
+                    _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted; stopping"); Ok(()) }
+                }
+            })?;
         }
     }
     Ok(())

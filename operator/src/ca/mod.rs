@@ -14,12 +14,15 @@
 
 mod authority;
 mod bundle;
+mod chain;
 mod pki;
 mod store;
 mod svid;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_load;
 #[cfg(test)]
 mod tests_verify;
 
@@ -46,7 +49,9 @@ pub enum CaError {
         reason: String,
     },
     /// A certificate could not be parsed or is unusable for a reason not covered below.
-    #[error("{field}: certificate #{index} is invalid: {reason}; supply a DER X.509 v3 certificate in PEM form")]
+    #[error(
+        "{field}: certificate #{index} is invalid: {reason}; supply a DER X.509 v3 certificate in PEM form"
+    )]
     InvalidCertificate {
         /// File or Secret key.
         field: &'static str,
@@ -56,13 +61,17 @@ pub enum CaError {
         reason: String,
     },
     /// The private key in `tls.key` does not belong to the first certificate of `tls.crt`.
-    #[error("tls.key does not match the first certificate in tls.crt (\"{subject}\"): put the private key of that certificate in tls.key, or put the certificate of this key first in tls.crt")]
+    #[error(
+        "tls.key does not match the first certificate in tls.crt (\"{subject}\"): put the private key of that certificate in tls.key, or put the certificate of this key first in tls.crt"
+    )]
     KeyMismatch {
         /// Subject of the signing certificate.
         subject: String,
     },
     /// The CA certificate or key is not ECDSA P-256.
-    #[error("{field}: the CA key is {found}; trustmesh signs with ECDSA P-256 only: create the CA with an ECDSA P-256 key (e.g. `openssl ecparam -name prime256v1 -genkey`)")]
+    #[error(
+        "{field}: the CA key is {found}; trustmesh signs with ECDSA P-256 only: create the CA with an ECDSA P-256 key (e.g. `openssl ecparam -name prime256v1 -genkey`)"
+    )]
     UnsupportedCaKey {
         /// File or Secret key.
         field: &'static str,
@@ -70,7 +79,9 @@ pub enum CaError {
         found: String,
     },
     /// A certificate that must be a CA is not one.
-    #[error("{field}: certificate #{index} (\"{subject}\") is not a CA: {reason}; supply a CA certificate (basicConstraints cA=true, keyUsage keyCertSign), not a server or client certificate")]
+    #[error(
+        "{field}: certificate #{index} (\"{subject}\") is not a CA: {reason}; supply a CA certificate (basicConstraints cA=true, keyUsage keyCertSign), not a server or client certificate"
+    )]
     NotACa {
         /// File or Secret key.
         field: &'static str,
@@ -82,7 +93,9 @@ pub enum CaError {
         reason: String,
     },
     /// A CA certificate has expired.
-    #[error("{field}: certificate #{index} (\"{subject}\") expired at {not_after}; renew the CA certificate (or rotate to a new root) and restart")]
+    #[error(
+        "{field}: certificate #{index} (\"{subject}\") expired at {not_after}; renew the CA certificate (or rotate to a new root) and restart"
+    )]
     Expired {
         /// File or Secret key.
         field: &'static str,
@@ -94,7 +107,9 @@ pub enum CaError {
         not_after: String,
     },
     /// A CA certificate is not valid yet.
-    #[error("{field}: certificate #{index} (\"{subject}\") is not valid before {not_before}; check this machine's clock or wait until then")]
+    #[error(
+        "{field}: certificate #{index} (\"{subject}\") is not valid before {not_before}; check this machine's clock or wait until then"
+    )]
     NotYetValid {
         /// File or Secret key.
         field: &'static str,
@@ -112,7 +127,9 @@ pub enum CaError {
         reason: String,
     },
     /// A CA certificate carries URI name constraints, which rustls/webpki reject outright.
-    #[error("{field}: certificate #{index} (\"{subject}\") has URI name constraints, which make every SVID fail verification in rustls/webpki; issue the CA without URI name constraints")]
+    #[error(
+        "{field}: certificate #{index} (\"{subject}\") has URI name constraints, which make every SVID fail verification in rustls/webpki; issue the CA without URI name constraints"
+    )]
     UriNameConstraints {
         /// File or Secret key.
         field: &'static str,
@@ -122,7 +139,9 @@ pub enum CaError {
         subject: String,
     },
     /// The CA certificate names a SPIFFE trust domain other than the configured one.
-    #[error("tls.crt: the CA certificate is for {found}, but the mesh trust domain is {expected}; use a CA for {expected} or change the configured trust domain")]
+    #[error(
+        "tls.crt: the CA certificate is for {found}, but the mesh trust domain is {expected}; use a CA for {expected} or change the configured trust domain"
+    )]
     TrustDomainMismatch {
         /// The SPIFFE ID found in the certificate.
         found: String,
@@ -130,22 +149,30 @@ pub enum CaError {
         expected: String,
     },
     /// rcgen cannot reproduce the CA's subject name byte for byte, so issued SVIDs would not chain.
-    #[error("tls.crt: the CA subject \"{subject}\" is encoded in a way trustmesh cannot copy exactly into issued certificates; re-issue the CA with a plain UTF8String or PrintableString subject")]
+    #[error(
+        "tls.crt: the CA subject \"{subject}\" is encoded in a way trustmesh cannot copy exactly into issued certificates; re-issue the CA with a plain UTF8String or PrintableString subject"
+    )]
     IssuerNameEncoding {
         /// Subject of the signing certificate.
         subject: String,
     },
     /// The CSR is not a well-formed PKCS#10 request.
-    #[error("the certificate signing request is malformed ({reason}); send a DER-encoded PKCS#10 CSR")]
+    #[error(
+        "the certificate signing request is malformed ({reason}); send a DER-encoded PKCS#10 CSR"
+    )]
     InvalidCsr {
         /// Parser message.
         reason: String,
     },
     /// The CSR's self-signature does not verify.
-    #[error("the certificate signing request's signature does not verify; sign the CSR with the private key whose public key it carries")]
+    #[error(
+        "the certificate signing request's signature does not verify; sign the CSR with the private key whose public key it carries"
+    )]
     CsrSignature,
     /// The CSR's key is not ECDSA P-256.
-    #[error("the CSR key is {found}; trustmesh issues SVIDs for ECDSA P-256 keys only: generate an ECDSA P-256 key")]
+    #[error(
+        "the CSR key is {found}; trustmesh issues SVIDs for ECDSA P-256 keys only: generate an ECDSA P-256 key"
+    )]
     UnsupportedKey {
         /// The key type found.
         found: String,
@@ -159,7 +186,9 @@ pub enum CaError {
         reason: String,
     },
     /// A DNS name to add to a serving certificate is not a valid hostname.
-    #[error("invalid DNS name {name:?} for the serving certificate: use a hostname such as trustmesh-operator.<namespace>.svc")]
+    #[error(
+        "invalid DNS name {name:?} for the serving certificate: use a hostname such as trustmesh-operator.<namespace>.svc"
+    )]
     InvalidDnsName {
         /// The name given.
         name: String,
@@ -171,7 +200,9 @@ pub enum CaError {
         reason: String,
     },
     /// The signing certificate has expired by the time of signing.
-    #[error("the CA signing certificate expired at {not_after}; rotate the CA (new root or renewed intermediate) and restart the operator")]
+    #[error(
+        "the CA signing certificate expired at {not_after}; rotate the CA (new root or renewed intermediate) and restart the operator"
+    )]
     CaExpired {
         /// The signing certificate's notAfter.
         not_after: String,
@@ -185,7 +216,9 @@ pub enum CaError {
         reason: String,
     },
     /// The system random source could not be read.
-    #[error("could not read random bytes from /dev/urandom: {0}; the operator needs a working kernel random source")]
+    #[error(
+        "could not read random bytes from /dev/urandom: {0}; the operator needs a working kernel random source"
+    )]
     Random(#[source] std::io::Error),
     /// A file or directory operation failed.
     #[error("could not {action} {}: {source}; check that the path exists and the operator's user may read and write it", path.display())]

@@ -177,7 +177,8 @@ pub(crate) fn has_uri_name_constraints(cert: &X509Certificate<'_>) -> bool {
     let Ok(Some(nc)) = cert.name_constraints() else {
         return false;
     };
-    let is_uri = |t: &x509_parser::extensions::GeneralSubtree<'_>| matches!(t.base, GeneralName::URI(_));
+    let is_uri =
+        |t: &x509_parser::extensions::GeneralSubtree<'_>| matches!(t.base, GeneralName::URI(_));
     let permitted = nc.value.permitted_subtrees.iter().flatten().any(is_uri);
     let excluded = nc.value.excluded_subtrees.iter().flatten().any(is_uri);
     permitted || excluded
@@ -237,7 +238,8 @@ pub(crate) fn parse_private_key(pem: &str, field: &'static str) -> Result<KeyPai
         }),
         _ => Err(CaError::InvalidPem {
             field,
-            reason: "unknown private key format; supply a PKCS#8 or SEC1 ECDSA P-256 key".to_owned(),
+            reason: "unknown private key format; supply a PKCS#8 or SEC1 ECDSA P-256 key"
+                .to_owned(),
         }),
     }
 }

@@ -76,7 +76,11 @@ pub fn load_or_generate_dir(
             Ok((ca, true))
         }
         (crt, _) => {
-            let (present, missing) = if crt { (TLS_CRT, TLS_KEY) } else { (TLS_KEY, TLS_CRT) };
+            let (present, missing) = if crt {
+                (TLS_CRT, TLS_KEY)
+            } else {
+                (TLS_KEY, TLS_CRT)
+            };
             Err(CaError::Incomplete {
                 reason: format!(
                     "{} holds {present} but not {missing}: restore {missing}, or remove {present} (and ca.crt) to let the operator generate a new root; workloads trusting the old root will then need the new bundle",

@@ -1,0 +1,96 @@
+//! Operator metrics (Prometheus, `trustmesh_` prefix) and the small HTTP server on the metrics
+//! port that serves `/metrics`, `/healthz` and the trust bundle.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+/// Label set with one `reason`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Why (a stable, low-cardinality label).
+    pub reason: &'static str,
+}
+
+/// Every metric the operator exports.
+pub struct Metrics {
+    registry: Registry,
+    /// SVIDs signed.
+    pub svids_issued: Counter,
+    /// Signing requests refused, by reason.
+    pub svid_refusals: Family<ReasonLabel, Counter>,
+    /// Time to handle one signing request.
+    pub sign_seconds: Histogram,
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("trustmesh");
+        let svids_issued = Counter::default();
+        registry.register("svids_issued", "X.509-SVIDs signed", svids_issued.clone());
+        let svid_refusals = Family::<ReasonLabel, Counter>::default();
+        registry.register("svid_refusals", "Signing requests refused, by reason", svid_refusals.clone());
+        let sign_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        registry.register("svid_sign_duration_seconds", "Time to handle one signing request", sign_seconds.clone());
+        Arc::new(Self { registry, svids_issued, svid_refusals, sign_seconds })
+    }
+
+    /// The registry rendered in the OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/bundle.jwks` (the SPIFFE bundle) until the task is dropped.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, bundle_jwks: Arc<dyn Fn() -> String + Send + Sync>) {
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else { continue };
+        let metrics = metrics.clone();
+        let bundle = bundle_jwks.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let metrics = metrics.clone();
+                let bundle = bundle.clone();
+                async move { Ok::<_, Infallible>(route(&req, &metrics, &*bundle)) }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await {
+                tracing::debug!(%peer, error = %e, "metrics connection ended with an error");
+            }
+        });
+    }
+}
+
+fn route(req: &Request<hyper::body::Incoming>, metrics: &Metrics, bundle: &(dyn Fn() -> String + Send + Sync)) -> Response<Full<Bytes>> {
+    let (status, ctype, body) = match req.uri().path() {
+        "/metrics" => (StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", metrics.encode()),
+        "/healthz" | "/readyz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
+        "/bundle.jwks" => (StatusCode::OK, "application/json", bundle()),
+        _ => (StatusCode::NOT_FOUND, "text/plain", "not found: try /metrics, /healthz or /bundle.jwks\n".to_owned()),
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    if let Ok(v) = http::HeaderValue::from_str(ctype) {
+        resp.headers_mut().insert(http::header::CONTENT_TYPE, v);
+    }
+    resp
+}
+
+/// Binds the metrics listener (a helper so `main` can report a clear error).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}

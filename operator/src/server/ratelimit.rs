@@ -1,0 +1,58 @@
+//! Per-caller token buckets for the signing API (pure: the caller passes the time).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// Token buckets keyed by caller (a local workload or a pod), refilled continuously.
+#[derive(Debug)]
+pub struct RateLimiter {
+    burst: f64,
+    per_second: f64,
+    buckets: HashMap<String, (f64, Instant)>,
+}
+
+impl RateLimiter {
+    /// `burst` requests at once, then `per_second` on average.
+    pub fn new(burst: u32, per_second: f64) -> Self {
+        Self { burst: f64::from(burst.max(1)), per_second: per_second.max(0.0), buckets: HashMap::new() }
+    }
+
+    /// Takes one token for `key`; `Err(wait)` says how long until one is available.
+    pub fn check(&mut self, key: &str, now: Instant) -> Result<(), Duration> {
+        if self.buckets.len() > 100_000 {
+            // Bound memory: forget callers whose bucket is full again.
+            let (burst, rate) = (self.burst, self.per_second);
+            self.buckets.retain(|_, (tokens, at)| *tokens + now.saturating_duration_since(*at).as_secs_f64() * rate < burst);
+        }
+        let (tokens, at) = self.buckets.entry(key.to_owned()).or_insert((self.burst, now));
+        *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else if self.per_second > 0.0 {
+            Err(Duration::from_secs_f64((1.0 - *tokens) / self.per_second))
+        } else {
+            Err(Duration::MAX)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bursts_then_refills_per_caller() {
+        let t0 = Instant::now();
+        let mut rl = RateLimiter::new(3, 1.0);
+        for _ in 0..3 {
+            assert_eq!(rl.check("a", t0), Ok(()));
+        }
+        let wait = rl.check("a", t0).unwrap_err();
+        assert!(wait > Duration::from_millis(900) && wait <= Duration::from_secs(1), "{wait:?}");
+        assert_eq!(rl.check("b", t0), Ok(()), "another caller has its own bucket");
+        assert_eq!(rl.check("a", t0 + Duration::from_secs(1)), Ok(()), "one token back after a second");
+        assert!(rl.check("a", t0 + Duration::from_secs(1)).is_err());
+    }
+}
