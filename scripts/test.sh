@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for pair in openssl:openssl curl:curl; do
+for pair in openssl:openssl curl:curl python3:python3 pip3:python3-pip; do
   cmd=${pair%%:*} pkg=${pair##*:}
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
@@ -20,11 +20,18 @@ if [ "${SKIP_INSTALL:-0}" != 1 ]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
   fi
+  # py-spiffe (and cryptography) check what we issue with code we did not write.
+  if ! python3 -c 'import spiffe, cryptography' >/dev/null 2>&1; then
+    echo "== installing the Python spiffe package"
+    python3 -m pip install --quiet --disable-pip-version-check spiffe cryptography \
+      || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages spiffe cryptography
+  fi
 fi
 
 echo "== tool versions"
 cargo --version
 openssl version
+python3 -c 'import spiffe, importlib.metadata as m; print("py-spiffe", m.version("spiffe"))'
 
 echo "== cargo test (every crate, every tier that runs without a cluster)"
 cargo test --workspace --locked

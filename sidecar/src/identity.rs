@@ -135,7 +135,10 @@ pub async fn fetch_svid(signer: &impl Signer, credential: &CredentialSource) -> 
     let key = PrivatePkcs8KeyDer::from(key.serialize_der());
     // The certificate must be for our key: load it as rustls would and compare.
     tls::certified_key(chain.clone(), PrivateKeyDer::Pkcs8(key.clone_key())).map_err(|e| IdentityError::BadResponse(e.to_string()))?;
-    let bundle = resp.trust_bundle_der.into_iter().map(CertificateDer::from).collect();
+    let bundle: Vec<CertificateDer<'static>> = resp.trust_bundle_der.into_iter().map(CertificateDer::from).collect();
+    if bundle.is_empty() {
+        return Err(IdentityError::BadResponse("no trust bundle".into()));
+    }
     Ok(Svid { spiffe_id, chain, key, bundle, not_after })
 }
 
@@ -177,7 +180,8 @@ pub async fn keep_fresh(
                 tracing::info!(spiffe_id = %svid.spiffe_id, not_after_unix = expiry, "installed a new X.509-SVID");
                 bundle.send_replace(svid.bundle);
                 let remaining = svid.not_after.duration_since(SystemTime::now()).unwrap_or_default();
-                renew_after(remaining, jitter())
+                // At least a second between renewals, even when clocks disagree wildly.
+                renew_after(remaining, jitter()).max(Duration::from_secs(1))
             }
             Err(e) => {
                 failures += 1;

@@ -138,15 +138,19 @@ async fn review(client: &kube::Client, token: &str) -> Result<Subject, SignError
     };
     let extra = user.extra.unwrap_or_default();
     let first = |k: &str| extra.get(k).and_then(|v| v.first()).cloned();
-    let (Some(pod), pod_uid) = (first("authentication.kubernetes.io/pod-name"), first("authentication.kubernetes.io/pod-uid")) else {
+    let (Some(pod), Some(pod_uid)) = (first("authentication.kubernetes.io/pod-name"), first("authentication.kubernetes.io/pod-uid")) else {
         return Err(SignError::TokenRejected {
             reason: "the token is not bound to a pod; use a projected service-account token, not a Secret-based one".to_owned(),
         });
     };
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let found = pods.get(&pod).await.map_err(|e| SignError::Backend { what: "pod lookup", reason: e.to_string() })?;
-    if pod_uid.is_some() && found.metadata.uid != pod_uid {
+    if found.metadata.uid.as_deref() != Some(pod_uid.as_str()) {
         return Err(SignError::TokenRejected { reason: format!("pod {namespace}/{pod} was replaced since the token was issued") });
+    }
+    let pod_sa = found.spec.as_ref().and_then(|s| s.service_account_name.as_deref()).unwrap_or("default");
+    if pod_sa != service_account {
+        return Err(SignError::TokenRejected { reason: format!("pod {namespace}/{pod} runs as {pod_sa}, not {service_account}") });
     }
     Ok(Subject::Pod {
         namespace: namespace.to_owned(),
@@ -155,3 +159,7 @@ async fn review(client: &kube::Client, token: &str) -> Result<Subject, SignError
         labels: found.metadata.labels.unwrap_or_default(),
     })
 }
+
+#[cfg(test)]
+#[path = "auth_tests.rs"]
+mod tests;
