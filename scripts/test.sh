@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for pair in openssl:openssl curl:curl python3:python3 pip3:python3-pip; do
+for pair in openssl:openssl curl:curl python3:python3 pip3:python3-pip iptables:iptables ip:iproute2; do
   cmd=${pair%%:*} pkg=${pair##*:}
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done

@@ -5,5 +5,6 @@
 
 pub mod policy;
 pub mod proto;
+pub mod snapshot;
 pub mod spiffe;
 pub mod tls;

@@ -66,6 +66,27 @@ enum LocalCommand {
         #[arg(long, default_value = "local.trustmesh")]
         trust_domain: String,
     },
+    /// Register a local workload: a WorkloadIdentity, a LocalWorkload and a fresh join token.
+    AddWorkload {
+        /// The local directory.
+        dir: PathBuf,
+        /// Namespace of the identity.
+        #[arg(long, default_value = "default")]
+        namespace: String,
+        /// Name of the identity (and of its service account).
+        #[arg(long)]
+        name: String,
+        /// Where its sidecar accepts inbound mTLS (host:port), so callers' sidecars mesh to it.
+        #[arg(long)]
+        address: Option<String>,
+    },
+    /// Print the snapshot (JSON) the sidecars of one identity enforce, as the control plane computes it.
+    Snapshot {
+        /// The local directory.
+        dir: PathBuf,
+        /// The identity, as NAMESPACE/NAME.
+        identity: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -100,6 +121,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("  trust bundle:   {}", report.bundle_path.display());
             println!("  join token for workload {:?}: {}", report.workload, report.token_path.display());
             println!("start it with: trustmesh-operator local --dir {}", dir.display());
+        }
+        Command::Local(LocalArgs { command: Some(LocalCommand::AddWorkload { dir, namespace, name, address }), .. }) => {
+            let token = trustmesh_operator::local::init::add_workload(&LocalDir::new(&dir), &namespace, &name, address.as_deref())?;
+            println!("registered {namespace}/{name}; join token in {}", token.display());
+        }
+        Command::Local(LocalArgs { command: Some(LocalCommand::Snapshot { dir, identity }), .. }) => {
+            let (namespace, name) = identity.split_once('/').context("identity must be NAMESPACE/NAME")?;
+            let state = LocalDir::new(&dir).load()?;
+            let view = trustmesh_operator::state::MeshView::from_local(&state, 1);
+            let key = trustmesh_operator::compile::ObjectKey { namespace: namespace.into(), name: name.into() };
+            let snapshot = view.snapshot_for(&key).with_context(|| {
+                let why = view.compiled.identities.get(&key).and_then(|r| r.problems.first()).map(|p| p.to_string());
+                format!("no servable WorkloadIdentity {identity}: {}", why.unwrap_or_else(|| "it does not exist".into()))
+            })?;
+            println!("{}", serde_json::to_string_pretty(&snapshot)?);
         }
         Command::Local(args) => {
             let dir = args.dir.context("--dir DIR is required (or `local init DIR` to create one)")?;

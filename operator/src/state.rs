@@ -2,6 +2,9 @@
 //! whole on every change and swapped atomically (a request sees one consistent view).
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use trustmesh_core::snapshot::{Destination, Egress, Snapshot};
 
 use crate::compile::{CompiledMesh, MeshSettings, ObjectKey, compile};
 use crate::local::LocalState;
@@ -15,6 +18,8 @@ pub struct MeshView {
     pub compiled: CompiledMesh,
     /// Local mode: WorkloadIdentity key by hex SHA-256 of a join token; with the workload's name.
     pub join_tokens: BTreeMap<String, (String, ObjectKey)>,
+    /// Local mode: where each identity's workloads accept inbound mTLS.
+    pub addresses: BTreeMap<SocketAddr, ObjectKey>,
     /// Increases with every rebuild.
     pub version: u64,
 }
@@ -33,6 +38,38 @@ impl MeshView {
                 (w.spec.join_token_sha256.to_ascii_lowercase(), (format!("{ns}/{name}"), key))
             })
             .collect();
-        Self { settings: state.settings.clone(), compiled, join_tokens, version }
+        let addresses = state
+            .workloads
+            .iter()
+            .filter_map(|w| {
+                let addr: SocketAddr = w.spec.address.as_deref()?.parse().ok()?;
+                let ns = w.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned());
+                Some((addr, ObjectKey { namespace: ns, name: w.spec.identity.clone() }))
+            })
+            .collect();
+        Self { settings: state.settings.clone(), compiled, join_tokens, addresses, version }
+    }
+
+    /// The snapshot the sidecars of one WorkloadIdentity enforce: its inbound policy, every meshed
+    /// destination with the identity expected there, and the revocation list. `None` when the
+    /// identity is unknown or not servable.
+    pub fn snapshot_for(&self, identity: &ObjectKey) -> Option<Snapshot> {
+        let workload = self.compiled.workloads.get(identity)?;
+        let destinations = self
+            .addresses
+            .iter()
+            .filter_map(|(addr, key)| {
+                let w = self.compiled.workloads.get(key)?;
+                Some((*addr, Destination { identities: [w.spiffe_id.clone()].into() }))
+            })
+            .collect();
+        Some(Snapshot {
+            version: self.version.to_string(),
+            inbound: workload.policy.clone(),
+            destinations,
+            egress: Egress::Allow,
+            revoked: self.compiled.revoked(),
+            opaque_ports: Default::default(),
+        })
     }
 }

@@ -13,6 +13,10 @@ use trustmesh_core::spiffe::SpiffeId;
 use trustmesh_core::tls;
 use trustmesh_sidecar::control;
 use trustmesh_sidecar::identity::{CredentialSource, GrpcSigner, fetch_svid};
+use trustmesh_sidecar::inbound::AppTarget;
+use trustmesh_sidecar::outbound::Upstream;
+use trustmesh_sidecar::proxy::Limits;
+use trustmesh_sidecar::run::{IdentitySource, RunOptions};
 
 /// trustmesh data plane: mutual TLS and least-privilege enforcement beside a workload.
 #[derive(Parser)]
@@ -24,11 +28,74 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the sidecar: inbound and outbound proxies, identity renewal, admin port.
+    Run(Box<RunArgs>),
     /// X.509-SVID tools (debugging and scripting).
     Svid {
         #[command(subcommand)]
         command: SvidCommand,
     },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Use fixed certificate files from this directory (svid.pem, svid.key, bundle.pem).
+    #[arg(long, conflicts_with_all = ["operator", "token_file", "sa_token_file"])]
+    svid_dir: Option<PathBuf>,
+    /// The operator's gRPC address (certificates are fetched and renewed from it).
+    #[arg(long)]
+    operator: Option<SocketAddr>,
+    /// Trust bundle (PEM) to verify the operator with.
+    #[arg(long, requires = "operator")]
+    bundle: Option<PathBuf>,
+    /// Join token file (local mode).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Projected service-account token file (cluster mode).
+    #[arg(long)]
+    sa_token_file: Option<PathBuf>,
+    /// The operator's SPIFFE ID (default: derived from the bundle's trust domain).
+    #[arg(long)]
+    operator_id: Option<String>,
+    /// Policy snapshot file (JSON), watched for changes. Until it is valid, all traffic is refused.
+    #[arg(long)]
+    snapshot: PathBuf,
+    /// Explicit inbound listener: LISTEN=APP (mTLS in on LISTEN, plain to APP). Repeatable.
+    #[arg(long, value_parser = parse_pair)]
+    inbound: Vec<(SocketAddr, SocketAddr)>,
+    /// Explicit outbound listener: LISTEN=REMOTE (plain in, mTLS to REMOTE when meshed). Repeatable.
+    #[arg(long, value_parser = parse_pair)]
+    outbound: Vec<(SocketAddr, SocketAddr)>,
+    /// Transparent mode: inbound on 0.0.0.0:15006 and outbound on 127.0.0.1:15001, original
+    /// destinations from SO_ORIGINAL_DST (after `trustmesh-sidecar init`).
+    #[arg(long)]
+    transparent: bool,
+    /// Admin listener (/live, /ready, /metrics, /config, /app-health).
+    #[arg(long, default_value = "127.0.0.1:15020")]
+    admin: SocketAddr,
+    /// Accept plaintext and certificate-less callers as `unauthenticated` (migration aid).
+    #[arg(long)]
+    permissive: bool,
+    /// App ports the kubelet may probe through /app-health/<port>/<path> on the admin port.
+    #[arg(long, value_delimiter = ',')]
+    probe_ports: Vec<u16>,
+    /// Do not write the JSON access log to stdout.
+    #[arg(long)]
+    no_access_log: bool,
+    /// Connections open at once; more are closed at accept.
+    #[arg(long, default_value_t = 4096)]
+    max_connections: usize,
+    /// Seconds to finish in-flight requests after SIGTERM.
+    #[arg(long, default_value_t = 20)]
+    drain_seconds: u64,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+}
+
+fn parse_pair(s: &str) -> Result<(SocketAddr, SocketAddr), String> {
+    let (a, b) = s.split_once('=').ok_or_else(|| format!("{s:?}: expected LISTEN=TARGET, e.g. 127.0.0.1:18445=127.0.0.1:18080"))?;
+    Ok((a.parse().map_err(|e| format!("{a:?}: {e}"))?, b.parse().map_err(|e| format!("{b:?}: {e}"))?))
 }
 
 #[derive(Subcommand)]
@@ -75,11 +142,57 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Run(args) => {
+            let mut rt = tokio::runtime::Builder::new_multi_thread();
+            if let Some(n) = args.workers {
+                rt.worker_threads(n.max(1));
+            }
+            let rt = rt.enable_all().build().context("starting the async runtime")?;
+            rt.block_on(async { Ok::<_, anyhow::Error>(trustmesh_sidecar::run::run(run_options(*args)?).await?) })
+        }
         Command::Svid { command: SvidCommand::Fetch(args) } => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
             rt.block_on(fetch(args))
         }
     }
+}
+
+fn run_options(a: RunArgs) -> anyhow::Result<RunOptions> {
+    let identity = match (a.svid_dir, a.operator) {
+        (Some(dir), _) => IdentitySource::Files(dir),
+        (None, Some(addr)) => {
+            let bundle = a.bundle.context("--bundle is required with --operator")?;
+            let roots = read_bundle(&bundle)?;
+            let credential = match (a.token_file, a.sa_token_file) {
+                (Some(p), _) => CredentialSource::JoinTokenFile(p),
+                (None, Some(p)) => CredentialSource::ServiceAccountTokenFile(p),
+                (None, None) => bail!("pass --token-file (local mode) or --sa-token-file (cluster mode)"),
+            };
+            IdentitySource::Operator { addr, operator_id: operator_id(a.operator_id, &roots)?, bundle, credential }
+        }
+        (None, None) => bail!("pass --svid-dir DIR, or --operator ADDR --bundle FILE --token-file FILE"),
+    };
+    let mut inbound: Vec<(SocketAddr, AppTarget)> = a.inbound.into_iter().map(|(l, app)| (l, AppTarget::Fixed(app))).collect();
+    let mut outbound: Vec<(SocketAddr, Upstream)> = a.outbound.into_iter().map(|(l, r)| (l, Upstream::Fixed(r))).collect();
+    if a.transparent {
+        inbound.push((SocketAddr::from(([0, 0, 0, 0], 15006)), AppTarget::OriginalDst));
+        outbound.push((SocketAddr::from(([127, 0, 0, 1], 15001)), Upstream::OriginalDst));
+    }
+    if inbound.is_empty() && outbound.is_empty() {
+        bail!("no listeners: pass --inbound LISTEN=APP, --outbound LISTEN=REMOTE or --transparent");
+    }
+    let limits = Limits { max_connections: a.max_connections, drain_timeout: std::time::Duration::from_secs(a.drain_seconds), ..Limits::default() };
+    Ok(RunOptions {
+        identity,
+        snapshot: a.snapshot,
+        inbound,
+        outbound,
+        admin: a.admin,
+        permissive: a.permissive,
+        probe_ports: a.probe_ports.into_iter().collect(),
+        limits,
+        access_log: !a.no_access_log,
+    })
 }
 
 fn read_bundle(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {

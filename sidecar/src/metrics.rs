@@ -15,9 +15,43 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
+/// Labels of a decision counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// `inbound` or `outbound`.
+    pub direction: &'static str,
+    /// `allow` or `deny`.
+    pub decision: &'static str,
+    /// Why, for denials (`policy`, `default`, `revoked`, `bad_path`, `no_snapshot`, `egress_locked`, ...).
+    pub reason: &'static str,
+}
+
+/// Labels of a TLS failure counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TlsLabels {
+    /// `inbound` or `outbound`.
+    pub direction: &'static str,
+    /// Failure reason (certificate checks, handshake errors, timeouts).
+    pub reason: &'static str,
+}
+
 /// Every metric the sidecar exports.
 pub struct Metrics {
     registry: Registry,
+    /// HTTP requests by decision.
+    pub requests: Family<DecisionLabels, Counter>,
+    /// Opaque TCP connections by decision.
+    pub connections: Family<DecisionLabels, Counter>,
+    /// TLS handshake failures.
+    pub tls_failures: Family<TlsLabels, Counter>,
+    /// Connections refused because the connection cap was reached.
+    pub overloaded: Counter,
+    /// Access-log lines dropped because the writer lagged.
+    pub log_dropped: Counter,
+    /// Connections currently open (both directions).
+    pub open_connections: Gauge,
+    /// Snapshot generation counter: increases on every snapshot applied.
+    pub snapshots_applied: Counter,
     /// notAfter of the certificate in use, seconds since the epoch.
     pub svid_expiry_seconds: Gauge,
     /// Certificates obtained.
@@ -36,7 +70,39 @@ impl Metrics {
         registry.register("svid_renewals", "X.509-SVIDs obtained from the operator", svid_renewals.clone());
         let svid_failures = Family::<ReasonLabel, Counter>::default();
         registry.register("svid_renewal_failures", "Failed attempts to obtain an X.509-SVID, by reason", svid_failures.clone());
-        Arc::new(Self { registry, svid_expiry_seconds, svid_renewals, svid_failures })
+        let requests = Family::<DecisionLabels, Counter>::default();
+        registry.register("requests", "HTTP requests authorized, by direction, decision and reason", requests.clone());
+        let connections = Family::<DecisionLabels, Counter>::default();
+        registry.register("connections", "Connections authorized, by direction, decision and reason", connections.clone());
+        let tls_failures = Family::<TlsLabels, Counter>::default();
+        registry.register("tls_failures", "TLS handshakes that failed, by direction and reason", tls_failures.clone());
+        let overloaded = Counter::default();
+        registry.register("connections_overloaded", "Connections refused at the connection cap", overloaded.clone());
+        let log_dropped = Counter::default();
+        registry.register("access_log_dropped", "Access-log lines dropped because the writer lagged", log_dropped.clone());
+        let open_connections = Gauge::default();
+        registry.register("open_connections", "Connections currently open", open_connections.clone());
+        let snapshots_applied = Counter::default();
+        registry.register("snapshots_applied", "Configuration snapshots applied", snapshots_applied.clone());
+        Arc::new(Self {
+            registry,
+            requests,
+            connections,
+            tls_failures,
+            overloaded,
+            log_dropped,
+            open_connections,
+            snapshots_applied,
+            svid_expiry_seconds,
+            svid_renewals,
+            svid_failures,
+        })
+    }
+
+    /// Counts one decision.
+    pub fn decision(&self, http: bool, direction: &'static str, allowed: bool, reason: &'static str) {
+        let family = if http { &self.requests } else { &self.connections };
+        family.get_or_create(&DecisionLabels { direction, decision: if allowed { "allow" } else { "deny" }, reason }).inc();
     }
 
     /// The registry in the OpenMetrics text format.

@@ -220,6 +220,7 @@ impl Destination {
 
 /// One compiled rule.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Rule {
     /// The AccessPolicy it came from.
     pub policy: PolicyRef,

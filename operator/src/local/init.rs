@@ -32,6 +32,28 @@ pub fn token_sha256(token: &str) -> String {
     ring::digest::digest(&ring::digest::SHA256, token.trim().as_bytes()).as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Registers another local workload: a WorkloadIdentity `name` (service account `name`) in
+/// `namespace`, a LocalWorkload for it with `address`, and a fresh join token in `tokens/<name>`.
+/// Returns the token's path.
+pub fn add_workload(dir: &LocalDir, namespace: &str, name: &str, address: Option<&str>) -> Result<PathBuf, LocalError> {
+    let (token, hash) = new_join_token().map_err(|_| LocalError::Io {
+        path: dir.token(name),
+        source: std::io::Error::other("the system random number generator failed"),
+    })?;
+    let tokens = dir.root().join("tokens");
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(&tokens)
+        .map_err(|source| LocalError::Io { path: tokens.clone(), source })?;
+    write_file(&dir.token(name), format!("{token}\n").as_bytes(), 0o600)?;
+    let address = address.map(|a| format!("  address: \"{a}\"\n")).unwrap_or_default();
+    let yaml = format!(
+        "apiVersion: trustmesh.dev/v1alpha1\nkind: WorkloadIdentity\nmetadata:\n  name: {name}\n  namespace: {namespace}\nspec:\n  serviceAccount: {name}\n\
+---\napiVersion: trustmesh.dev/v1alpha1\nkind: LocalWorkload\nmetadata:\n  name: {name}\n  namespace: {namespace}\nspec:\n  identity: {name}\n{address}  joinTokenSha256: {hash}\n"
+    );
+    write_file(&dir.resources().join(format!("workload-{namespace}-{name}.yaml")), yaml.as_bytes(), 0o644)?;
+    Ok(dir.token(name))
+}
+
 /// Writes a ready example: CA, bundle, `mesh.yaml`, a WorkloadIdentity `demo` in namespace
 /// `default` with a LocalWorkload entry, and its join token in `tokens/demo` (0600).
 pub fn init(dir: &LocalDir, trust_domain: &TrustDomain) -> Result<InitReport, LocalError> {

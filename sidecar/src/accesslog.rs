@@ -1,0 +1,143 @@
+//! The access log: one JSON line per decision, written by a background task so the request path
+//! only formats a line and hands it over (never blocks on the output).
+//!
+//! Fields: `time`, `id` (also in the 403 response), `direction`, `src`, `dst`, `port`, `method`,
+//! `path`, `decision`, `policy` (`namespace/name@generation`) and `rule`, or `default`, `mode`,
+//! and `audit` ("would deny by ...") when audit rules or an audit default had an opinion.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+use trustmesh_core::policy::{Decided, Decision};
+
+/// One decision to log.
+pub struct Entry<'a> {
+    /// Request id (matches the 403 response's `x-trustmesh-request-id`).
+    pub id: &'a str,
+    /// `inbound` or `outbound`.
+    pub direction: &'static str,
+    /// Caller SPIFFE ID, or `unauthenticated`.
+    pub src: &'a str,
+    /// Callee SPIFFE ID or address.
+    pub dst: &'a str,
+    /// Destination port.
+    pub port: u16,
+    /// HTTP method and path (`None` for opaque TCP).
+    pub http: Option<(&'a str, &'a str)>,
+    /// The decision (`None` when refused before policy, e.g. a malformed path or revocation).
+    pub decision: Option<&'a Decision<'a>>,
+    /// When `decision` is `None`: `deny` plus why.
+    pub refused: Option<&'a str>,
+}
+
+/// Where access log lines go.
+#[derive(Clone)]
+pub struct AccessLog {
+    tx: Option<mpsc::Sender<String>>,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A short request id, unique within the process (`<pid hex>-<counter hex>`).
+pub fn request_id() -> String {
+    format!("{:x}-{:x}", std::process::id(), NEXT_ID.fetch_add(1, Ordering::Relaxed))
+}
+
+impl AccessLog {
+    /// Logs to stdout through a background writer.
+    pub fn stdout() -> Self {
+        let (tx, mut rx) = mpsc::channel::<String>(8192);
+        std::thread::spawn(move || {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            while let Some(line) = rx.blocking_recv() {
+                let _ = out.write_all(line.as_bytes());
+                if rx.is_empty() {
+                    let _ = out.flush();
+                }
+            }
+        });
+        Self { tx: Some(tx) }
+    }
+
+    /// Logs nothing.
+    pub fn off() -> Self {
+        Self { tx: None }
+    }
+
+    /// Formats and hands over one line (dropped, and counted by the caller, if the writer lags).
+    pub fn log(&self, e: &Entry<'_>) -> bool {
+        let Some(tx) = &self.tx else { return true };
+        tx.try_send(format_line(e)).is_ok()
+    }
+}
+
+/// The JSON line for an entry.
+pub fn format_line(e: &Entry<'_>) -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let mut s = String::with_capacity(256);
+    let _ = write!(s, "{{\"time\":{}.{:03},\"id\":", now.as_secs(), now.subsec_millis());
+    json_str(&mut s, e.id);
+    let _ = write!(s, ",\"direction\":\"{}\",\"src\":", e.direction);
+    json_str(&mut s, e.src);
+    s.push_str(",\"dst\":");
+    json_str(&mut s, e.dst);
+    let _ = write!(s, ",\"port\":{}", e.port);
+    if let Some((method, path)) = e.http {
+        s.push_str(",\"method\":");
+        json_str(&mut s, method);
+        s.push_str(",\"path\":");
+        json_str(&mut s, path);
+    }
+    match (e.decision, e.refused) {
+        (Some(d), _) => {
+            let _ = write!(s, ",\"decision\":\"{}\"", d.verdict.as_str());
+            by(&mut s, "", &d.by);
+            if let Some((would, who)) = &d.audit {
+                let _ = write!(s, ",\"audit\":\"would {}\"", would.as_str());
+                by(&mut s, "audit_", who);
+            }
+        }
+        (None, reason) => {
+            s.push_str(",\"decision\":\"deny\",\"reason\":");
+            json_str(&mut s, reason.unwrap_or("refused"));
+        }
+    }
+    s.push_str("}\n");
+    s
+}
+
+fn by(s: &mut String, prefix: &str, d: &Decided<'_>) {
+    match d {
+        Decided::Rule { policy, rule_index } => {
+            let _ = write!(s, ",\"{prefix}policy\":");
+            json_str(s, &policy.to_string());
+            if *rule_index == u32::MAX {
+                let _ = write!(s, ",\"{prefix}rule\":\"rejected-policy-fail-closed\",\"{prefix}mode\":\"enforce\"");
+            } else {
+                let _ = write!(s, ",\"{prefix}rule\":{rule_index}");
+            }
+        }
+        Decided::Default(a) => {
+            let _ = write!(s, ",\"{prefix}policy\":\"default\",\"{prefix}default_action\":\"{}\"", a.as_str());
+        }
+    }
+}
+
+fn json_str(s: &mut String, v: &str) {
+    s.push('"');
+    for c in v.chars() {
+        match c {
+            '"' => s.push_str("\\\""),
+            '\\' => s.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(s, "\\u{:04x}", c as u32);
+            }
+            c => s.push(c),
+        }
+    }
+    s.push('"');
+}

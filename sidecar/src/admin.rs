@@ -1,0 +1,118 @@
+//! The admin port (15020): `/live`, `/ready`, `/metrics`, `/config` (the snapshot in force and
+//! the certificate's identity and expiry, never keys) and `/app-health/<port>/<path>`, which
+//! forwards a kubelet probe to the app on loopback (only for the configured probe ports), so
+//! probes keep working while every other inbound port requires mTLS.
+
+use std::collections::BTreeSet;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use trustmesh_core::tls::SwappableCert;
+
+use crate::metrics::Metrics;
+use crate::state::Live;
+
+/// What the admin server reads.
+pub struct Admin {
+    /// The snapshot in force.
+    pub live: Live,
+    /// Our certificate.
+    pub cert: Arc<SwappableCert>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// App ports the kubelet may probe through `/app-health/<port>/...`.
+    pub probe_ports: BTreeSet<u16>,
+}
+
+/// Serves the admin endpoints until the task is dropped.
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(route(req, &admin).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+        });
+    }
+}
+
+type Resp = Response<http_body_util::combinators::BoxBody<Bytes, hyper::Error>>;
+
+fn text(status: StatusCode, ctype: &'static str, body: String) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from(body)).map_err(|never: Infallible| match never {}).boxed());
+    *r.status_mut() = status;
+    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(ctype));
+    r
+}
+
+async fn route(req: Request<Incoming>, admin: &Admin) -> Resp {
+    let path = req.uri().path().to_owned();
+    match path.as_str() {
+        "/live" => text(StatusCode::OK, "text/plain", "live\n".into()),
+        "/ready" => match readiness(admin) {
+            Ok(()) => text(StatusCode::OK, "text/plain", "ready\n".into()),
+            Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("not ready: {why}\n")),
+        },
+        "/metrics" => text(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", admin.metrics.encode()),
+        "/config" => text(StatusCode::OK, "application/json", config_json(admin)),
+        p if p.starts_with("/app-health/") => probe(&p["/app-health/".len()..], admin).await,
+        _ => text(StatusCode::NOT_FOUND, "text/plain", "try /live, /ready, /metrics or /config\n".into()),
+    }
+}
+
+/// Ready when a valid certificate and a snapshot are both in place.
+fn readiness(admin: &Admin) -> Result<(), &'static str> {
+    if admin.cert.current().is_none() {
+        return Err("no valid certificate yet");
+    }
+    if admin.live.borrow().is_none() {
+        return Err("no policy snapshot yet");
+    }
+    Ok(())
+}
+
+fn config_json(admin: &Admin) -> String {
+    let snapshot = admin.live.borrow().as_ref().map(|a| serde_json::to_value(&a.snapshot).unwrap_or_default());
+    let cert = admin.cert.current().and_then(|k| k.cert.first().cloned());
+    let identity = cert.as_ref().and_then(|c| trustmesh_core::tls::spiffe_id_of(c).ok()).map(|id| id.to_string());
+    let expiry = admin.cert.not_after().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs());
+    let left = admin.cert.not_after().and_then(|t| t.duration_since(SystemTime::now()).ok()).map(|d| d.as_secs());
+    let v = serde_json::json!({
+        "identity": identity,
+        "certificateNotAfterUnix": expiry,
+        "certificateSecondsLeft": left,
+        "snapshot": snapshot,
+    });
+    serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
+}
+
+async fn probe(rest: &str, admin: &Admin) -> Resp {
+    let (port, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let Ok(port) = port.parse::<u16>() else {
+        return text(StatusCode::BAD_REQUEST, "text/plain", "use /app-health/<port>/<path>\n".into());
+    };
+    if !admin.probe_ports.contains(&port) {
+        return text(StatusCode::FORBIDDEN, "text/plain", format!("port {port} is not a probe port (--probe-ports)\n"));
+    }
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let Ok(uri) = format!("http://127.0.0.1:{port}/{path}").parse::<http::Uri>() else {
+        return text(StatusCode::BAD_REQUEST, "text/plain", "bad probe path\n".into());
+    };
+    match tokio::time::timeout(Duration::from_secs(10), client.get(uri)).await {
+        Ok(Ok(resp)) => {
+            let status = resp.status();
+            text(status, "text/plain", format!("app answered {status}\n"))
+        }
+        _ => text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "app did not answer the probe\n".into()),
+    }
+}

@@ -1,0 +1,310 @@
+//! Inbound: accept -> (m)TLS terminate -> identify the caller -> detect the protocol ->
+//! authorize (once per opaque TCP connection, per request for HTTP after path normalization) ->
+//! forward to the app.
+//!
+//! Strict mode requires a client certificate chained to the bundle; permissive mode also accepts
+//! plaintext and TLS without a client certificate as the `unauthenticated` caller (which no rule
+//! matches). Denied HTTP requests get 403 with `x-trustmesh-denied` and `x-trustmesh-request-id`
+//! (the id is in the access-log line); denied TCP connections are closed.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use trustmesh_core::policy::{self, Decided, HttpRequest, Verdict, normalize_path};
+use trustmesh_core::spiffe::SpiffeId;
+use trustmesh_core::tls;
+
+use crate::accesslog::{Entry, request_id};
+use crate::io::{Prefixed, Protocol, detect};
+use crate::proxy::{Body, ConnGuard, Shared, mesh_response, revoked, strip_hop_by_hop};
+
+/// Where inbound connections go.
+#[derive(Clone, Copy, Debug)]
+pub enum AppTarget {
+    /// Explicit mode: one app address; the policy sees its port.
+    Fixed(SocketAddr),
+    /// Transparent mode: the original destination port, on the loopback address.
+    OriginalDst,
+}
+
+/// Header carrying the authenticated caller's SPIFFE ID to the app (client-sent copies are removed).
+pub const PEER_HEADER: &str = "x-trustmesh-peer";
+
+/// Accepts inbound connections until draining starts.
+pub async fn serve(listener: TcpListener, target: AppTarget, shared: Arc<Shared>) {
+    let mut draining = shared.draining.clone();
+    loop {
+        let (tcp, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
+                Err(e) => { tracing::warn!(error = %e, "inbound accept failed"); continue; }
+            },
+            _ = crate::proxy::drained(&mut draining) => return,
+        };
+        let Some(guard) = shared.slot() else { continue };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if let Err(reason) = connection(tcp, remote, target, &shared, guard).await {
+                tracing::debug!(%remote, reason, "inbound connection closed");
+            }
+        });
+    }
+}
+
+async fn connection(tcp: TcpStream, remote: SocketAddr, target: AppTarget, shared: &Arc<Shared>, guard: ConnGuard) -> Result<(), &'static str> {
+    let _ = tcp.set_nodelay(true);
+    let app = match target {
+        AppTarget::Fixed(a) => a,
+        AppTarget::OriginalDst => {
+            let dst = crate::orig_dst::original_dst(&tcp).map_err(|_| "no original destination")?;
+            SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), dst.port())
+        }
+    };
+    let mut first = [0u8; 1];
+    let is_tls = tokio::time::timeout(shared.limits.detect_timeout, tcp.peek(&mut first)).await.is_ok_and(|r| r.is_ok_and(|n| n == 1 && first[0] == 0x16));
+    if !is_tls {
+        if !shared.permissive {
+            shared.metrics.tls_failures.get_or_create(&crate::metrics::TlsLabels { direction: "inbound", reason: "plaintext" }).inc();
+            return Err("plaintext refused in strict mode");
+        }
+        return serve_authenticated(tcp, None, app, shared, guard).await;
+    }
+    let config = shared.server_tls.borrow().clone();
+    let accepted = tokio::time::timeout(shared.limits.handshake_timeout, TlsAcceptor::from(config).accept(tcp)).await;
+    let stream = match accepted {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            let reason = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()).map_or("handshake", tls::failure_reason);
+            shared.metrics.tls_failures.get_or_create(&crate::metrics::TlsLabels { direction: "inbound", reason }).inc();
+            tracing::info!(%remote, error = %e, "inbound TLS handshake failed");
+            return Err("handshake failed");
+        }
+        Err(_) => {
+            shared.metrics.tls_failures.get_or_create(&crate::metrics::TlsLabels { direction: "inbound", reason: "timeout" }).inc();
+            return Err("handshake timed out");
+        }
+    };
+    let peer = match tls::peer_identity(stream.get_ref().1.peer_certificates()) {
+        Ok(p) => p,
+        Err(e) => {
+            shared.metrics.tls_failures.get_or_create(&crate::metrics::TlsLabels { direction: "inbound", reason: e.reason() }).inc();
+            return Err("peer certificate is not an X.509-SVID");
+        }
+    };
+    serve_authenticated(stream, peer, app, shared, guard).await
+}
+
+/// Per-connection facts every request of the connection shares.
+struct Conn {
+    peer: Option<SpiffeId>,
+    peer_str: String,
+    app: SocketAddr,
+    authority: http::uri::Authority,
+}
+
+async fn serve_authenticated<S>(mut stream: S, peer: Option<SpiffeId>, app: SocketAddr, shared: &Arc<Shared>, _guard: ConnGuard) -> Result<(), &'static str>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Some(active) = shared.live.borrow().clone() else {
+        log_refusal(shared, &peer, app.port(), None, "no_snapshot");
+        return Err("no snapshot yet (fail closed)");
+    };
+    if peer.as_ref().is_some_and(|p| active.snapshot.is_revoked(p)) {
+        log_refusal(shared, &peer, app.port(), None, "revoked");
+        return Err("caller is revoked");
+    }
+    let opaque = active.snapshot.opaque_ports.contains(&app.port());
+    drop(active);
+    let (protocol, prefix) = if opaque {
+        (Protocol::Opaque, Vec::new())
+    } else {
+        detect(&mut stream, shared.limits.detect_timeout).await.map_err(|_| "read failed during detection")?
+    };
+    let stream = Prefixed::new(prefix, stream);
+    let conn = Arc::new(Conn {
+        peer_str: peer.as_ref().map_or_else(|| "unauthenticated".to_owned(), ToString::to_string),
+        authority: app.to_string().parse().map_err(|_| "bad app address")?,
+        peer,
+        app,
+    });
+    match protocol {
+        Protocol::Opaque => tcp(stream, conn, shared).await,
+        Protocol::Http1 | Protocol::Http2 => http(stream, conn, shared).await,
+    }
+}
+
+async fn tcp<S>(mut stream: S, conn: Arc<Conn>, shared: &Arc<Shared>) -> Result<(), &'static str>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let active = shared.live.borrow().clone().ok_or("no snapshot")?;
+    let id = request_id();
+    let decision = active.policy.evaluate(&policy::Request { caller: conn.peer.as_ref(), port: conn.app.port(), http: None });
+    shared.log(&Entry {
+        id: &id,
+        direction: "inbound",
+        src: &conn.peer_str,
+        dst: active.snapshot.inbound.workload.as_str(),
+        port: conn.app.port(),
+        http: None,
+        decision: Some(&decision),
+        refused: None,
+    });
+    let allowed = decision.verdict == Verdict::Allow;
+    shared.metrics.decision(false, "inbound", allowed, reason_of(&decision));
+    if !allowed {
+        let _ = stream.shutdown().await;
+        return Err("denied by policy");
+    }
+    drop(active);
+    let mut upstream = TcpStream::connect(conn.app).await.map_err(|_| "app unreachable")?;
+    let _ = upstream.set_nodelay(true);
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut stream, &mut upstream) => Ok(()),
+        _ = revoked(shared.live.clone(), conn.peer.clone()) => Err("caller revoked; connection closed"),
+    }
+}
+
+async fn http<S>(stream: S, conn: Arc<Conn>, shared: &Arc<Shared>) -> Result<(), &'static str>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(shared.limits.header_timeout)
+        .max_headers(shared.limits.max_headers)
+        .max_buf_size(shared.limits.max_header_bytes.max(8192));
+    builder.http2().max_header_list_size(shared.limits.max_header_bytes as u32).max_concurrent_streams(256);
+    let svc_shared = shared.clone();
+    let svc_conn = conn.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let (shared, conn) = (svc_shared.clone(), svc_conn.clone());
+        async move { Ok::<_, Infallible>(request(req, &conn, &shared).await) }
+    });
+    let served = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(served);
+    let mut draining = shared.draining.clone();
+    tokio::select! {
+        res = served.as_mut() => res.map_err(|_| "http connection error"),
+        _ = revoked(shared.live.clone(), conn.peer.clone()) => Err("caller revoked; connection closed"),
+        _ = crate::proxy::drained(&mut draining) => {
+            served.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(shared.limits.drain_timeout, served).await;
+            Ok(())
+        }
+    }
+}
+
+async fn request(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Response<Body> {
+    let id = request_id();
+    let port = conn.app.port();
+    let path = match normalize_path(req.uri().path()) {
+        Ok(p) => p,
+        Err(e) => {
+            log_refusal(shared, &conn.peer, port, Some((req.method().as_str(), req.uri().path())), e.reason());
+            shared.metrics.decision(true, "inbound", false, "bad_path");
+            return mesh_response(e.http_status(), &id, Some("bad-path"), format!("trustmesh refused the request: {e}\nrequest id: {id}\n"));
+        }
+    };
+    let Some(active) = shared.live.borrow().clone() else {
+        log_refusal(shared, &conn.peer, port, Some((req.method().as_str(), path.as_str())), "no_snapshot");
+        shared.metrics.decision(true, "inbound", false, "no_snapshot");
+        return mesh_response(503, &id, Some("no-policy-yet"), format!("trustmesh has no policy for this workload yet\nrequest id: {id}\n"));
+    };
+    if conn.peer.as_ref().is_some_and(|p| active.snapshot.is_revoked(p)) {
+        log_refusal(shared, &conn.peer, port, Some((req.method().as_str(), path.as_str())), "revoked");
+        shared.metrics.decision(true, "inbound", false, "revoked");
+        return mesh_response(403, &id, Some("revoked"), format!("access denied by trustmesh: caller {} is quarantined\nrequest id: {id}\n", conn.peer_str));
+    }
+    let decision =
+        active.policy.evaluate(&policy::Request { caller: conn.peer.as_ref(), port, http: Some(HttpRequest { method: req.method().as_str(), path: &path }) });
+    shared.log(&Entry {
+        id: &id,
+        direction: "inbound",
+        src: &conn.peer_str,
+        dst: active.snapshot.inbound.workload.as_str(),
+        port,
+        http: Some((req.method().as_str(), path.as_str())),
+        decision: Some(&decision),
+        refused: None,
+    });
+    let allowed = decision.verdict == Verdict::Allow;
+    shared.metrics.decision(true, "inbound", allowed, reason_of(&decision));
+    if !allowed {
+        let by = decision.by.to_string();
+        let body = format!(
+            "access denied by trustmesh: {} may not {} {} on port {port} ({by})\nrequest id: {id}\n",
+            conn.peer_str,
+            req.method(),
+            path
+        );
+        return mesh_response(403, &id, Some(&by), body);
+    }
+    drop(active);
+    forward(req, path.into_string(), conn, shared, &id).await
+}
+
+async fn forward(req: Request<Incoming>, path: String, conn: &Conn, shared: &Shared, id: &str) -> Response<Body> {
+    let (mut parts, body) = req.into_parts();
+    let path_and_query = match parts.uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    if !parts.headers.contains_key(http::header::HOST)
+        && let Some(host) = parts.uri.authority().and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+    {
+        parts.headers.insert(http::header::HOST, host);
+    }
+    let uri = http::Uri::builder().scheme("http").authority(conn.authority.clone()).path_and_query(path_and_query).build();
+    let Ok(uri) = uri else {
+        return mesh_response(400, id, Some("bad-request"), format!("trustmesh could not forward this request target\nrequest id: {id}\n"));
+    };
+    parts.uri = uri;
+    parts.version = http::Version::HTTP_11;
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(PEER_HEADER);
+    if let Some(v) = conn.peer.as_ref().and_then(|p| http::HeaderValue::from_str(p.as_str()).ok()) {
+        parts.headers.insert(PEER_HEADER, v);
+    }
+    match tokio::time::timeout(shared.limits.request_timeout, shared.app.request(Request::from_parts(parts, body))).await {
+        Ok(Ok(resp)) => {
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            Response::from_parts(parts, body.boxed())
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(app = %conn.app, error = %e, "app request failed");
+            mesh_response(502, id, None, format!("trustmesh could not reach the app\nrequest id: {id}\n"))
+        }
+        Err(_) => mesh_response(504, id, None, format!("the app did not answer in time\nrequest id: {id}\n")),
+    }
+}
+
+fn reason_of(d: &policy::Decision<'_>) -> &'static str {
+    match d.by {
+        Decided::Rule { .. } => "policy",
+        Decided::Default(_) => "default",
+    }
+}
+
+fn log_refusal(shared: &Shared, peer: &Option<SpiffeId>, port: u16, http: Option<(&str, &str)>, reason: &str) {
+    let id = request_id();
+    let src = peer.as_ref().map_or("unauthenticated", |p| p.as_str());
+    let dst = shared.live.borrow().as_ref().map(|a| a.snapshot.inbound.workload.to_string()).unwrap_or_default();
+    shared.log(&Entry { id: &id, direction: "inbound", src, dst: &dst, port, http, decision: None, refused: Some(reason) });
+    if http.is_none() {
+        shared.metrics.decision(false, "inbound", false, "refused");
+    }
+}

@@ -1,0 +1,134 @@
+//! Stream helpers: replaying bytes read for protocol detection, and detecting HTTP.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+
+/// A stream that first yields `prefix` (bytes already read from `inner`), then `inner`.
+pub struct Prefixed<S> {
+    prefix: Vec<u8>,
+    pos: usize,
+    inner: S,
+}
+
+impl<S> Prefixed<S> {
+    /// Wraps `inner`, replaying `prefix` first.
+    pub fn new(prefix: Vec<u8>, inner: S) -> Self {
+        Self { prefix, pos: 0, inner }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if self.pos < self.prefix.len() {
+            let n = (self.prefix.len() - self.pos).min(buf.remaining());
+            let start = self.pos;
+            buf.put_slice(&self.prefix[start..start + n]);
+            self.pos += n;
+            if self.pos == self.prefix.len() {
+                self.prefix = Vec::new();
+                self.pos = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// What the first bytes of a connection say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.x request line.
+    Http1,
+    /// HTTP/2 connection preface.
+    Http2,
+    /// Anything else, or nothing within the detection time (server-speaks-first protocols).
+    Opaque,
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Classifies a prefix; `None` when more bytes are needed to tell.
+pub fn classify(buf: &[u8]) -> Option<Protocol> {
+    let n = buf.len().min(H2_PREFACE.len());
+    if buf[..n] == H2_PREFACE[..n] {
+        return (n == H2_PREFACE.len()).then_some(Protocol::Http2);
+    }
+    // HTTP/1: a method token (upper-case letters) followed by a space.
+    for (i, b) in buf.iter().enumerate() {
+        match b {
+            b'A'..=b'Z' if i < 16 => continue,
+            b' ' if i > 0 => return Some(Protocol::Http1),
+            _ => return Some(Protocol::Opaque),
+        }
+    }
+    if buf.len() >= 16 { Some(Protocol::Opaque) } else { None }
+}
+
+/// Reads until the protocol is known or `wait` passes; returns it with the bytes read.
+pub async fn detect<S: AsyncRead + Unpin>(stream: &mut S, wait: Duration) -> io::Result<(Protocol, Vec<u8>)> {
+    let mut buf = Vec::with_capacity(64);
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let mut chunk = [0u8; 64];
+        let read = tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await;
+        match read {
+            Err(_) => return Ok((Protocol::Opaque, buf)),
+            Ok(Ok(0)) => return Ok((Protocol::Opaque, buf)),
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Ok(Err(e)) => return Err(e),
+        }
+        if let Some(p) = classify(&buf) {
+            return Ok((p, buf));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_http_and_the_rest() {
+        assert_eq!(classify(b"GET / HTTP/1.1\r\n"), Some(Protocol::Http1));
+        assert_eq!(classify(b"DELETE /x"), Some(Protocol::Http1));
+        assert_eq!(classify(b"GE"), None, "needs more bytes");
+        assert_eq!(classify(H2_PREFACE), Some(Protocol::Http2));
+        assert_eq!(classify(&H2_PREFACE[..10]), None);
+        assert_eq!(classify(b"\x16\x03\x01"), Some(Protocol::Opaque));
+        assert_eq!(classify(b"hello world"), Some(Protocol::Opaque), "lower case is no method");
+        assert_eq!(classify(b"ABCDEFGHIJKLMNOPQRS"), Some(Protocol::Opaque), "methods are short");
+    }
+
+    #[tokio::test]
+    async fn prefixed_replays_then_continues() {
+        let (mut a, b) = tokio::io::duplex(64);
+        tokio::io::AsyncWriteExt::write_all(&mut a, b"world").await.unwrap();
+        drop(a);
+        let mut p = Prefixed::new(b"hello ".to_vec(), b);
+        let mut s = String::new();
+        p.read_to_string(&mut s).await.unwrap();
+        assert_eq!(s, "hello world");
+    }
+}

@@ -1,0 +1,154 @@
+//! Outbound: accept the app's connection -> find where it was going -> a meshed destination gets
+//! mTLS with our SVID and the server's SPIFFE ID checked against the identities expected there
+//! (secure naming: a valid certificate for another identity is refused); other destinations pass
+//! through unchanged, or are refused when egress is locked.
+//!
+//! Outbound is layer 4: bytes are copied, HTTP is not parsed (the server side authorizes requests).
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use rustls::ClientConfig;
+use rustls::pki_types::CertificateDer;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_rustls::TlsConnector;
+use trustmesh_core::snapshot::Egress;
+use trustmesh_core::spiffe::SpiffeId;
+use trustmesh_core::tls::{self, ExpectedServer, SpiffeServerVerifier, SwappableCert};
+
+use crate::accesslog::{Entry, request_id};
+use crate::metrics::TlsLabels;
+use crate::proxy::{ConnGuard, Shared, revoked};
+
+/// Where outbound connections go.
+#[derive(Clone, Copy, Debug)]
+pub enum Upstream {
+    /// Explicit mode: one remote address (looked up in the snapshot's destinations).
+    Fixed(SocketAddr),
+    /// Transparent mode: the original destination.
+    OriginalDst,
+}
+
+/// Client-side TLS: our certificate, the bundle, and client configs cached per expected identity set.
+#[derive(Clone)]
+pub struct ClientTls {
+    cert: Arc<SwappableCert>,
+    bundle: watch::Receiver<Vec<CertificateDer<'static>>>,
+    cache: Arc<Mutex<(usize, HashMap<BTreeSet<SpiffeId>, Arc<ClientConfig>>)>>,
+}
+
+impl ClientTls {
+    /// Client TLS presenting `cert`, trusting `bundle`.
+    pub fn new(cert: Arc<SwappableCert>, bundle: watch::Receiver<Vec<CertificateDer<'static>>>) -> Self {
+        Self { cert, bundle, cache: Arc::new(Mutex::new((0, HashMap::new()))) }
+    }
+
+    /// A client config that accepts only servers proving one of `ids`.
+    pub fn config_for(&self, ids: &BTreeSet<SpiffeId>) -> Result<Arc<ClientConfig>, tls::TlsError> {
+        let bundle = self.bundle.borrow();
+        let generation = bundle.as_ptr() as usize ^ bundle.len();
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.0 != generation {
+            *cache = (generation, HashMap::new());
+        }
+        if let Some(c) = cache.1.get(ids) {
+            return Ok(c.clone());
+        }
+        let verifier = SpiffeServerVerifier::new(&bundle, ExpectedServer::Ids(ids.iter().cloned().collect()))?;
+        let config = Arc::new(tls::client_config(verifier, Some(self.cert.clone()), vec![])?);
+        cache.1.insert(ids.clone(), config.clone());
+        Ok(config)
+    }
+}
+
+/// Accepts the app's outbound connections until draining starts.
+pub async fn serve(listener: TcpListener, upstream: Upstream, shared: Arc<Shared>) {
+    let mut draining = shared.draining.clone();
+    loop {
+        let (tcp, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
+                Err(e) => { tracing::warn!(error = %e, "outbound accept failed"); continue; }
+            },
+            _ = crate::proxy::drained(&mut draining) => return,
+        };
+        let Some(guard) = shared.slot() else { continue };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if let Err(reason) = connection(tcp, upstream, &shared, guard).await {
+                tracing::debug!(%remote, reason, "outbound connection closed");
+            }
+        });
+    }
+}
+
+async fn connection(mut app: TcpStream, upstream: Upstream, shared: &Shared, _guard: ConnGuard) -> Result<(), &'static str> {
+    let _ = app.set_nodelay(true);
+    let dst = match upstream {
+        Upstream::Fixed(a) => a,
+        Upstream::OriginalDst => crate::orig_dst::original_dst(&app).map_err(|_| "no original destination")?,
+    };
+    let Some(active) = shared.live.borrow().clone() else {
+        refuse(shared, dst, "", "no_snapshot");
+        return Err("no snapshot yet (fail closed)");
+    };
+    let me = active.snapshot.inbound.workload.to_string();
+    let Some(dest) = active.snapshot.destinations.get(&dst) else {
+        return match active.snapshot.egress {
+            Egress::Deny => {
+                refuse(shared, dst, &me, "egress_locked");
+                Err("egress locked")
+            }
+            Egress::Allow => {
+                shared.metrics.decision(false, "outbound", true, "passthrough");
+                let mut remote = TcpStream::connect(dst).await.map_err(|_| "destination unreachable")?;
+                let _ = remote.set_nodelay(true);
+                let _ = tokio::io::copy_bidirectional(&mut app, &mut remote).await;
+                Ok(())
+            }
+        };
+    };
+    let expected: BTreeSet<SpiffeId> = dest.identities.iter().filter(|id| !active.snapshot.is_revoked(id)).cloned().collect();
+    if expected.is_empty() {
+        refuse(shared, dst, &me, "revoked");
+        return Err("every identity at the destination is revoked");
+    }
+    drop(active);
+    let config = shared.client_tls.config_for(&expected).map_err(|_| "no TLS config (bundle?)")?;
+    if shared.client_tls.cert.current().is_none() {
+        refuse(shared, dst, &me, "no_certificate");
+        return Err("no valid certificate yet (fail closed)");
+    }
+    let tcp = TcpStream::connect(dst).await.map_err(|_| "destination unreachable")?;
+    let _ = tcp.set_nodelay(true);
+    let handshake = tokio::time::timeout(shared.limits.handshake_timeout, TlsConnector::from(config).connect(tls::placeholder_server_name(), tcp)).await;
+    let mut remote = match handshake {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            let reason = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()).map_or("handshake", tls::failure_reason);
+            shared.metrics.tls_failures.get_or_create(&TlsLabels { direction: "outbound", reason }).inc();
+            tracing::warn!(%dst, error = %e, "outbound mTLS handshake failed");
+            refuse(shared, dst, &me, reason);
+            return Err("handshake failed");
+        }
+        Err(_) => {
+            shared.metrics.tls_failures.get_or_create(&TlsLabels { direction: "outbound", reason: "timeout" }).inc();
+            return Err("handshake timed out");
+        }
+    };
+    let server = tls::peer_identity(remote.get_ref().1.peer_certificates()).ok().flatten();
+    shared.metrics.decision(false, "outbound", true, "meshed");
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut app, &mut remote) => Ok(()),
+        _ = revoked(shared.live.clone(), server) => Err("server revoked; connection closed"),
+    }
+}
+
+fn refuse(shared: &Shared, dst: SocketAddr, me: &str, reason: &'static str) {
+    let id = request_id();
+    let (port, dst) = (dst.port(), dst.to_string());
+    shared.log(&Entry { id: &id, direction: "outbound", src: me, dst: &dst, port, http: None, decision: None, refused: Some(reason) });
+    shared.metrics.decision(false, "outbound", false, reason);
+}

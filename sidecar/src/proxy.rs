@@ -1,0 +1,178 @@
+//! What inbound and outbound share: the per-process context, connection accounting, the HTTP
+//! client to the local app, response helpers, and the revocation watch that closes connections.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use rustls::ServerConfig;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use trustmesh_core::spiffe::SpiffeId;
+
+use crate::accesslog::AccessLog;
+use crate::metrics::Metrics;
+use crate::state::Live;
+
+/// Response body type of the proxy: either the app's body or one we made.
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// Limits that protect the sidecar and the app from bad or slow clients.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Connections open at once (both directions); more are closed at accept.
+    pub max_connections: usize,
+    /// Time to finish a TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Time to send the first bytes (protocol detection) before a connection is treated as opaque.
+    pub detect_timeout: Duration,
+    /// Time for a client to send a complete request head (slow-client protection).
+    pub header_timeout: Duration,
+    /// Time for the app to answer one request.
+    pub request_timeout: Duration,
+    /// Headers per request.
+    pub max_headers: usize,
+    /// Bytes of request head (HTTP/1 buffer, HTTP/2 header list).
+    pub max_header_bytes: usize,
+    /// Time to finish in-flight requests after SIGTERM.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 4096,
+            handshake_timeout: Duration::from_secs(10),
+            detect_timeout: Duration::from_millis(500),
+            header_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+            max_headers: 100,
+            max_header_bytes: 64 * 1024,
+            drain_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Everything a connection handler needs, shared by all connections.
+pub struct Shared {
+    /// The snapshot in force.
+    pub live: Live,
+    /// Inbound TLS settings (replaced when the bundle changes).
+    pub server_tls: watch::Receiver<Arc<ServerConfig>>,
+    /// Outbound TLS: our certificate and the bundle.
+    pub client_tls: crate::outbound::ClientTls,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Access log.
+    pub log: AccessLog,
+    /// Limits.
+    pub limits: Limits,
+    /// Connection slots.
+    pub slots: Arc<Semaphore>,
+    /// Pooled HTTP/1.1 client to the local app.
+    pub app: Client<HttpConnector, Incoming>,
+    /// Plaintext callers are the `unauthenticated` caller (true) or refused (false).
+    pub permissive: bool,
+    /// Flips to `true` on SIGTERM: stop accepting, finish in-flight requests.
+    pub draining: watch::Receiver<bool>,
+}
+
+impl Shared {
+    /// A pooled client for the app (HTTP/1.1, keep-alive, no proxying of `Host`).
+    pub fn app_client() -> Client<HttpConnector, Incoming> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).pool_max_idle_per_host(256).build(connector)
+    }
+
+    /// Takes a connection slot, or counts the overload and returns `None`.
+    pub fn slot(&self) -> Option<ConnGuard> {
+        match self.slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                self.metrics.open_connections.inc();
+                Some(ConnGuard { _permit: permit, metrics: self.metrics.clone() })
+            }
+            Err(_) => {
+                self.metrics.overloaded.inc();
+                None
+            }
+        }
+    }
+
+    /// Logs an access-log line, counting it when the writer lags.
+    pub fn log(&self, e: &crate::accesslog::Entry<'_>) {
+        if !self.log.log(e) {
+            self.metrics.log_dropped.inc();
+        }
+    }
+}
+
+/// Holds a connection slot; releases it and updates the gauge when dropped.
+pub struct ConnGuard {
+    _permit: OwnedSemaphorePermit,
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.metrics.open_connections.dec();
+    }
+}
+
+/// Resolves when `peer` appears in the revocation list (never, for no peer). Connections select
+/// on it to close as soon as a quarantine reaches this sidecar.
+pub async fn revoked(mut live: Live, peer: Option<SpiffeId>) {
+    let Some(peer) = peer else { return std::future::pending().await };
+    loop {
+        if live.borrow_and_update().as_ref().is_some_and(|a| a.snapshot.is_revoked(&peer)) {
+            return;
+        }
+        if live.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
+/// A short text response made by the mesh.
+pub fn mesh_response(status: u16, id: &str, denied_by: Option<&str>, body: String) -> hyper::Response<Body> {
+    let mut resp = hyper::Response::new(Full::new(Bytes::from(body)).map_err(|never: Infallible| match never {}).boxed());
+    *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::FORBIDDEN);
+    let h = resp.headers_mut();
+    h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
+    if let Ok(v) = http::HeaderValue::from_str(id) {
+        h.insert("x-trustmesh-request-id", v);
+    }
+    if let Some(by) = denied_by.and_then(|b| http::HeaderValue::from_str(b).ok()) {
+        h.insert("x-trustmesh-denied", by);
+    }
+    resp
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) a proxy must not forward.
+pub fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
+    let named: Vec<http::HeaderName> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| http::HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for n in ["connection", "keep-alive", "proxy-connection", "te", "transfer-encoding", "upgrade"] {
+        headers.remove(n);
+    }
+}
+
+/// Resolves once draining has started (SIGTERM).
+pub async fn drained(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|d| *d).await;
+}

@@ -1,0 +1,218 @@
+//! Wiring of `trustmesh-sidecar run`: identity, snapshot, TLS settings, listeners, admin, and a
+//! graceful drain on SIGTERM.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use trustmesh_core::proto::v1::identity_client::IdentityClient;
+use trustmesh_core::spiffe::SpiffeId;
+use trustmesh_core::tls::{self, ClientAuth, SwappableCert};
+
+use crate::accesslog::AccessLog;
+use crate::admin::{self, Admin};
+use crate::identity::{CredentialSource, GrpcSigner, keep_fresh};
+use crate::inbound::{self, AppTarget};
+use crate::metrics::Metrics;
+use crate::outbound::{self, ClientTls, Upstream};
+use crate::proxy::{Limits, Shared};
+use crate::state::{self, Active};
+
+/// Where the sidecar's certificate comes from.
+#[derive(Clone, Debug)]
+pub enum IdentitySource {
+    /// Fixed files (`svid.pem`, `svid.key`, `bundle.pem`, as `svid fetch` writes them).
+    Files(PathBuf),
+    /// The operator's `Identity.Sign`, renewed at half-life.
+    Operator {
+        /// gRPC address.
+        addr: SocketAddr,
+        /// Bundle to verify the operator with.
+        bundle: PathBuf,
+        /// The operator's SPIFFE ID.
+        operator_id: SpiffeId,
+        /// Join token or service-account token.
+        credential: CredentialSource,
+    },
+}
+
+/// Everything `run` needs.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Certificate source.
+    pub identity: IdentitySource,
+    /// Snapshot file (JSON), watched.
+    pub snapshot: PathBuf,
+    /// Inbound listeners.
+    pub inbound: Vec<(SocketAddr, AppTarget)>,
+    /// Outbound listeners.
+    pub outbound: Vec<(SocketAddr, Upstream)>,
+    /// Admin listener.
+    pub admin: SocketAddr,
+    /// Accept plaintext and certificate-less TLS as `unauthenticated`.
+    pub permissive: bool,
+    /// Ports the kubelet may probe through the admin port.
+    pub probe_ports: BTreeSet<u16>,
+    /// Limits.
+    pub limits: Limits,
+    /// Write the access log to stdout.
+    pub access_log: bool,
+}
+
+/// Why the sidecar could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Certificate files are unusable.
+    #[error("certificate files in {dir}: {reason}; write them with `trustmesh-sidecar svid fetch --out {dir}`")]
+    Files {
+        /// The directory.
+        dir: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// TLS settings could not be built.
+    #[error("TLS settings: {0}")]
+    Tls(#[from] tls::TlsError),
+    /// The operator channel could not be set up.
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
+}
+
+/// Runs the sidecar until SIGTERM or Ctrl-C, then drains.
+pub async fn run(opts: RunOptions) -> Result<(), RunError> {
+    let metrics = Metrics::new();
+    let cert = SwappableCert::new();
+    let (bundle_tx, bundle_rx) = watch::channel(Vec::<CertificateDer<'static>>::new());
+    let mut tasks = Vec::new();
+    match &opts.identity {
+        IdentitySource::Files(dir) => {
+            let (chain, key, bundle) = read_files(dir).map_err(|reason| RunError::Files { dir: dir.clone(), reason })?;
+            cert.set(tls::certified_key(chain, key)?)?;
+            bundle_tx.send_replace(bundle);
+        }
+        IdentitySource::Operator { addr, bundle, operator_id, credential } => {
+            let roots = read_certs(bundle).map_err(|reason| RunError::Files { dir: bundle.clone(), reason })?;
+            bundle_tx.send_replace(roots.clone());
+            let channel = crate::control::channel(*addr, &roots, operator_id.clone(), None)?;
+            let signer = GrpcSigner(IdentityClient::new(channel));
+            tasks.push(tokio::spawn(keep_fresh(signer, credential.clone(), cert.clone(), bundle_tx.clone(), metrics.clone())));
+        }
+    }
+
+    let (live_tx, live_rx) = watch::channel::<Option<Arc<Active>>>(None);
+    match state::read_snapshot(&opts.snapshot) {
+        Ok(s) => {
+            live_tx.send_replace(Some(Active::new(s)));
+        }
+        Err(e) => tracing::warn!(error = %e, "no snapshot yet: refusing all traffic until it is valid"),
+    }
+    let applied = metrics.clone();
+    let mut counting = live_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        while counting.changed().await.is_ok() {
+            applied.snapshots_applied.inc();
+        }
+    }));
+    tasks.push(tokio::spawn(state::watch_file(opts.snapshot.clone(), Duration::from_millis(100), live_tx)));
+
+    let client_auth = if opts.permissive { ClientAuth::Optional } else { ClientAuth::Required };
+    let server_config = |roots: &[CertificateDer<'static>]| tls::server_config(roots, client_auth, cert.clone(), vec![]).map(Arc::new);
+    let initial = server_config(&bundle_rx.borrow())?;
+    let (server_tls_tx, server_tls_rx) = watch::channel(initial);
+    let mut bundle_changes = bundle_rx.clone();
+    let rebuild_cert = cert.clone();
+    tasks.push(tokio::spawn(async move {
+        while bundle_changes.changed().await.is_ok() {
+            let roots = bundle_changes.borrow_and_update().clone();
+            match tls::server_config(&roots, client_auth, rebuild_cert.clone(), vec![]) {
+                Ok(c) => {
+                    server_tls_tx.send_replace(Arc::new(c));
+                }
+                Err(e) => tracing::error!(error = %e, "trust bundle update refused; keeping the previous one"),
+            }
+        }
+    }));
+
+    let (drain_tx, drain_rx) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        live: live_rx.clone(),
+        server_tls: server_tls_rx,
+        client_tls: ClientTls::new(cert.clone(), bundle_rx.clone()),
+        metrics: metrics.clone(),
+        log: if opts.access_log { AccessLog::stdout() } else { AccessLog::off() },
+        limits: opts.limits.clone(),
+        slots: Arc::new(Semaphore::new(opts.limits.max_connections)),
+        app: Shared::app_client(),
+        permissive: opts.permissive,
+        draining: drain_rx,
+    });
+    for (addr, target) in &opts.inbound {
+        let l = TcpListener::bind(addr).await.map_err(|source| RunError::Bind { addr: *addr, source })?;
+        tracing::info!(listen = %addr, ?target, "inbound listener");
+        tasks.push(tokio::spawn(inbound::serve(l, *target, shared.clone())));
+    }
+    for (addr, upstream) in &opts.outbound {
+        let l = TcpListener::bind(addr).await.map_err(|source| RunError::Bind { addr: *addr, source })?;
+        tracing::info!(listen = %addr, ?upstream, "outbound listener");
+        tasks.push(tokio::spawn(outbound::serve(l, *upstream, shared.clone())));
+    }
+    let admin_listener = TcpListener::bind(opts.admin).await.map_err(|source| RunError::Bind { addr: opts.admin, source })?;
+    let admin = Arc::new(Admin { live: live_rx, cert, metrics: metrics.clone(), probe_ports: opts.probe_ports.clone() });
+    tasks.push(tokio::spawn(admin::serve(admin_listener, admin)));
+
+    shutdown_signal().await;
+    tracing::info!(deadline = ?opts.limits.drain_timeout, "draining: no new connections, finishing in-flight requests");
+    drain_tx.send_replace(true);
+    let deadline = tokio::time::Instant::now() + opts.limits.drain_timeout;
+    while metrics.open_connections.get() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for t in tasks {
+        t.abort();
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+}
+
+/// Reads PEM certificates from a file.
+pub fn read_certs(path: &PathBuf) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+type Files = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>, Vec<CertificateDer<'static>>);
+
+fn read_files(dir: &std::path::Path) -> Result<Files, String> {
+    let chain = read_certs(&dir.join("svid.pem"))?;
+    let key_path = dir.join("svid.key");
+    let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| format!("{}: {e}", key_path.display()))?;
+    let bundle = read_certs(&dir.join("bundle.pem"))?;
+    Ok((chain, key, bundle))
+}
