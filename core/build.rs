@@ -1,7 +1,7 @@
 //! Compiles the control-plane protos with protox (pure Rust; no protoc binary needed).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/trustmesh/v1/identity.proto"];
+    let protos = ["proto/trustmesh/v1/identity.proto", "proto/trustmesh/v1/config.proto"];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

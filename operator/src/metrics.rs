@@ -31,6 +31,12 @@ pub struct Metrics {
     pub svid_refusals: Family<ReasonLabel, Counter>,
     /// Time to handle one signing request.
     pub sign_seconds: Histogram,
+    /// Sidecars connected to `Config.Watch`.
+    pub proxies_connected: prometheus_client::metrics::gauge::Gauge,
+    /// Snapshots pushed to sidecars.
+    pub config_pushes: Counter,
+    /// Time from pushing a snapshot to its acknowledgement.
+    pub config_ack_seconds: Histogram,
 }
 
 impl Metrics {
@@ -43,7 +49,13 @@ impl Metrics {
         registry.register("svid_refusals", "Signing requests refused, by reason", svid_refusals.clone());
         let sign_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
         registry.register("svid_sign_duration_seconds", "Time to handle one signing request", sign_seconds.clone());
-        Arc::new(Self { registry, svids_issued, svid_refusals, sign_seconds })
+        let proxies_connected = prometheus_client::metrics::gauge::Gauge::default();
+        registry.register("proxies_connected", "Sidecars connected to Config.Watch", proxies_connected.clone());
+        let config_pushes = Counter::default();
+        registry.register("config_pushes", "Snapshots pushed to sidecars", config_pushes.clone());
+        let config_ack_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
+        registry.register("config_push_ack_seconds", "Time from pushing a snapshot to its acknowledgement", config_ack_seconds.clone());
+        Arc::new(Self { registry, svids_issued, svid_refusals, sign_seconds, proxies_connected, config_pushes, config_ack_seconds })
     }
 
     /// The registry rendered in the OpenMetrics text format.

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use trustmesh_core::proto::v1::config_server::ConfigServer;
 use trustmesh_core::proto::v1::identity_server::IdentityServer;
 use trustmesh_core::spiffe::SpiffeId;
 use trustmesh_core::tls::{self, ClientAuth, SwappableCert};
@@ -18,7 +19,7 @@ use crate::local::{LocalDir, LocalError, write_file};
 use crate::metrics::Metrics;
 use crate::server::incoming::tls_incoming;
 use crate::server::ratelimit::RateLimiter;
-use crate::server::{Authenticator, IdentityService};
+use crate::server::{Authenticator, ConfigService, IdentityService, ProxyRegistry};
 use crate::state::MeshView;
 
 /// Lifetime of the operator's own serving certificate; renewed at half-life.
@@ -72,6 +73,8 @@ pub struct Running {
     pub view: watch::Receiver<Arc<MeshView>>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Sidecars connected to `Config.Watch`.
+    pub proxies: Arc<ProxyRegistry>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -124,9 +127,13 @@ pub async fn start_local(opts: LocalOptions) -> Result<Running, RunError> {
     let grpc_addr = grpc.local_addr().map_err(|source| RunError::Bind { addr: opts.grpc_listen, source })?;
     let limiter = RateLimiter::new(opts.sign_burst, opts.sign_rate);
     let identity = IdentityService::new(ca.clone(), view_rx.clone(), Authenticator::Local, limiter, metrics.clone());
+    let proxies = Arc::new(ProxyRegistry::default());
+    let config_service = ConfigService::new(view_rx.clone(), ca.clone(), proxies.clone(), metrics.clone());
     let incoming = tls_incoming(grpc, Arc::new(config));
     tasks.push(tokio::spawn(async move {
-        let server = tonic::transport::Server::builder().add_service(IdentityServer::new(identity));
+        let server = tonic::transport::Server::builder()
+            .add_service(IdentityServer::new(identity))
+            .add_service(ConfigServer::new(config_service));
         if let Err(e) = server.serve_with_incoming(incoming).await {
             tracing::error!(error = %e, "gRPC server stopped");
         }
@@ -138,7 +145,7 @@ pub async fn start_local(opts: LocalOptions) -> Result<Running, RunError> {
     tasks.push(tokio::spawn(crate::metrics::serve(m, metrics.clone(), Arc::new(move || bundle_ca.bundle().to_spiffe_jwks(1, 300)))));
 
     tracing::info!(%grpc_addr, %metrics_addr, operator_id = %operator_id, trust_domain = %td, "control plane running in local mode");
-    Ok(Running { grpc_addr, metrics_addr, operator_id, view: view_rx, metrics, tasks })
+    Ok(Running { grpc_addr, metrics_addr, operator_id, view: view_rx, metrics, proxies, tasks })
 }
 
 /// Issues a fresh serving certificate for the operator into `slot`.

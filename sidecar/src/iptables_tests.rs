@@ -114,7 +114,7 @@ fn ipv6_repeats_the_rules_with_ip6tables() {
     assert!(v6.contains(&"ip6tables -t nat -A TRUSTMESH_OUTPUT -d fd00::/8 -j RETURN".to_owned()));
     assert!(!v6.iter().any(|l| l.contains("10.0.0.0/8") || l.contains("127.0.0.1")));
     assert_eq!(v6.last().map(String::as_str), Some("ip6tables -t nat -A OUTPUT -p tcp -j TRUSTMESH_OUTPUT"));
-    assert_eq!(rules(&InitConfig::default()).len(), 13);
+    assert_eq!(rules(&InitConfig::default()).len(), 15);
 }
 
 #[test]
@@ -169,7 +169,7 @@ fn cleanup_plan_from_listing() {
     );
     // The quoted comment stays one argument.
     let plan = cleanup_commands(Family::V4, "-A OUTPUT -m comment --comment \"a b\" -j TRUSTMESH_OUTPUT");
-    assert_eq!(plan[0][7], "a b");
+    assert_eq!(plan[0][8], "a b");
     assert!(cleanup_commands(Family::V4, "-P OUTPUT ACCEPT\n-A OUTPUT -j RETURN\n").is_empty());
 }
 

@@ -8,6 +8,7 @@
 
 pub mod accesslog;
 pub mod admin;
+pub mod config_stream;
 pub mod control;
 pub mod identity;
 pub mod inbound;

@@ -30,6 +30,8 @@ struct Cli {
 enum Command {
     /// Run the sidecar: inbound and outbound proxies, identity renewal, admin port.
     Run(Box<RunArgs>),
+    /// Install the iptables rules that redirect the pod's TCP traffic to the sidecar (needs NET_ADMIN).
+    Init(InitArgs),
     /// X.509-SVID tools (debugging and scripting).
     Svid {
         #[command(subcommand)]
@@ -57,9 +59,10 @@ struct RunArgs {
     /// The operator's SPIFFE ID (default: derived from the bundle's trust domain).
     #[arg(long)]
     operator_id: Option<String>,
-    /// Policy snapshot file (JSON), watched for changes. Until it is valid, all traffic is refused.
+    /// Policy snapshot file (JSON), watched for changes, instead of following the operator's
+    /// Config.Watch stream. Until a snapshot is in force, all traffic is refused.
     #[arg(long)]
-    snapshot: PathBuf,
+    snapshot: Option<PathBuf>,
     /// Explicit inbound listener: LISTEN=APP (mTLS in on LISTEN, plain to APP). Repeatable.
     #[arg(long, value_parser = parse_pair)]
     inbound: Vec<(SocketAddr, SocketAddr)>,
@@ -91,6 +94,53 @@ struct RunArgs {
     /// Worker threads (default: one per core).
     #[arg(long)]
     workers: Option<usize>,
+}
+
+#[derive(Args)]
+struct InitArgs {
+    /// Remove the rules instead of installing them.
+    #[arg(long)]
+    cleanup: bool,
+    /// Inbound ports to redirect to the sidecar: `*` (all) or a comma list.
+    #[arg(long, default_value = "*")]
+    inbound_ports: String,
+    /// Inbound ports never redirected (comma list).
+    #[arg(long, default_value = "")]
+    exclude_inbound_ports: String,
+    /// Outbound destination ports never redirected (comma list).
+    #[arg(long, default_value = "")]
+    exclude_outbound_ports: String,
+    /// Outbound destination CIDRs never redirected (comma list).
+    #[arg(long, value_delimiter = ',')]
+    exclude_outbound_cidrs: Vec<String>,
+    /// The sidecar's uid: its own traffic is never redirected.
+    #[arg(long, default_value_t = 1337)]
+    proxy_uid: u32,
+    /// Also install the rules for IPv6 (ip6tables).
+    #[arg(long)]
+    ipv6: bool,
+}
+
+fn init(a: InitArgs) -> anyhow::Result<()> {
+    use trustmesh_sidecar::iptables::{self, InitConfig, Runner, parse_port_selection, parse_ports};
+    let ports = |s: &str| if s.trim().is_empty() { Ok(Vec::new()) } else { parse_ports(s) };
+    let cfg = InitConfig {
+        proxy_uid: a.proxy_uid,
+        include_inbound_ports: parse_port_selection(&a.inbound_ports)?,
+        exclude_inbound_ports: ports(&a.exclude_inbound_ports)?,
+        exclude_outbound_ports: ports(&a.exclude_outbound_ports)?,
+        exclude_outbound_cidrs: a.exclude_outbound_cidrs.iter().map(|c| iptables::parse_cidr(c)).collect::<Result<_, _>>()?,
+        ipv6: a.ipv6,
+        ..InitConfig::default()
+    };
+    if a.cleanup {
+        iptables::cleanup(&cfg, &Runner::local())?;
+        println!("removed the trustmesh iptables rules");
+    } else {
+        iptables::apply(&cfg, &Runner::local())?;
+        println!("installed the trustmesh iptables rules (inbound -> {}, outbound -> {}, uid {} excluded)", cfg.inbound_port, cfg.outbound_port, cfg.proxy_uid);
+    }
+    Ok(())
 }
 
 fn parse_pair(s: &str) -> Result<(SocketAddr, SocketAddr), String> {
@@ -142,6 +192,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Init(args) => init(args),
         Command::Run(args) => {
             let mut rt = tokio::runtime::Builder::new_multi_thread();
             if let Some(n) = args.workers {

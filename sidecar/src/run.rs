@@ -47,8 +47,8 @@ pub enum IdentitySource {
 pub struct RunOptions {
     /// Certificate source.
     pub identity: IdentitySource,
-    /// Snapshot file (JSON), watched.
-    pub snapshot: PathBuf,
+    /// Snapshot file (JSON), watched; `None`: follow the operator's `Config.Watch`.
+    pub snapshot: Option<PathBuf>,
     /// Inbound listeners.
     pub inbound: Vec<(SocketAddr, AppTarget)>,
     /// Outbound listeners.
@@ -114,12 +114,6 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     }
 
     let (live_tx, live_rx) = watch::channel::<Option<Arc<Active>>>(None);
-    match state::read_snapshot(&opts.snapshot) {
-        Ok(s) => {
-            live_tx.send_replace(Some(Active::new(s)));
-        }
-        Err(e) => tracing::warn!(error = %e, "no snapshot yet: refusing all traffic until it is valid"),
-    }
     let applied = metrics.clone();
     let mut counting = live_rx.clone();
     tasks.push(tokio::spawn(async move {
@@ -127,7 +121,35 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             applied.snapshots_applied.inc();
         }
     }));
-    tasks.push(tokio::spawn(state::watch_file(opts.snapshot.clone(), Duration::from_millis(100), live_tx)));
+    match (&opts.snapshot, &opts.identity) {
+        (Some(path), _) => {
+            match state::read_snapshot(path) {
+                Ok(s) => {
+                    live_tx.send_replace(Some(Active::new(s)));
+                }
+                Err(e) => tracing::warn!(error = %e, "no snapshot yet: refusing all traffic until it is valid"),
+            }
+            tasks.push(tokio::spawn(state::watch_file(path.clone(), Duration::from_millis(100), live_tx)));
+        }
+        (None, IdentitySource::Operator { addr, operator_id, .. }) => {
+            let (addr, operator_id, cert, bundle_tx) = (*addr, operator_id.clone(), cert.clone(), bundle_tx.clone());
+            let proxy = format!("{}:{}", hostname(), std::process::id());
+            tasks.push(tokio::spawn(async move {
+                // Config.Watch authenticates with our SVID: wait for the first one.
+                while cert.current().is_none() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                let roots = bundle_tx.borrow().clone();
+                match crate::control::channel(addr, &roots, operator_id, Some(cert)) {
+                    Ok(channel) => crate::config_stream::follow(channel, proxy, live_tx, bundle_tx).await,
+                    Err(e) => tracing::error!(error = %e, "cannot follow the control plane"),
+                }
+            }));
+        }
+        (None, IdentitySource::Files(_)) => {
+            tracing::error!("no snapshot source: pass --snapshot FILE, or --operator to follow the control plane; refusing all traffic");
+        }
+    }
 
     let client_auth = if opts.permissive { ClientAuth::Optional } else { ClientAuth::Required };
     let server_config = |roots: &[CertificateDer<'static>]| tls::server_config(roots, client_auth, cert.clone(), vec![]).map(Arc::new);
@@ -185,6 +207,10 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         t.abort();
     }
     Ok(())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "sidecar".to_owned())
 }
 
 async fn shutdown_signal() {

@@ -2,6 +2,7 @@
 //! own SVID.
 
 mod auth;
+pub mod config;
 mod identity;
 pub mod incoming;
 pub mod ratelimit;
@@ -9,6 +10,7 @@ pub mod ratelimit;
 use std::time::Duration;
 
 pub use auth::{AUDIENCE, Authenticator, Credential, Subject};
+pub use config::{ConfigService, ProxyRegistry};
 pub use identity::IdentityService;
 
 use crate::ca::CaError;
