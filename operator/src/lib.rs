@@ -9,6 +9,7 @@
 pub mod ca;
 pub mod compile;
 pub mod crdgen;
+pub mod demo;
 pub mod local;
 pub mod metrics;
 pub mod run;

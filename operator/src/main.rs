@@ -27,6 +27,9 @@ enum Command {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
+    /// A real mesh on this machine: three services with sidecars, allowed and denied calls, a live
+    /// policy edit and a quarantine. No cluster, no root.
+    Demo,
     /// Run the control plane without Kubernetes, from a directory of resources.
     Local(LocalArgs),
 }
@@ -105,6 +108,10 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Demo => {
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            rt.block_on(trustmesh_operator::demo::run())?;
+        }
         Command::Crds { out_dir: None } => print!("{}", trustmesh_operator::crdgen::render_all()?),
         Command::Crds { out_dir: Some(dir) } => {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -128,7 +135,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Local(LocalArgs { command: Some(LocalCommand::Snapshot { dir, identity }), .. }) => {
             let (namespace, name) = identity.split_once('/').context("identity must be NAMESPACE/NAME")?;
-            let state = LocalDir::new(&dir).load()?;
+            let mut state = LocalDir::new(&dir).load()?;
+            trustmesh_operator::local::carry_generations(None, &mut state);
             let view = trustmesh_operator::state::MeshView::from_local(&state, 1);
             let key = trustmesh_operator::compile::ObjectKey { namespace: namespace.into(), name: name.into() };
             let snapshot = view.snapshot_for(&key).with_context(|| {

@@ -98,7 +98,8 @@ impl Drop for Running {
 /// Starts the local control plane.
 pub async fn start_local(opts: LocalOptions) -> Result<Running, RunError> {
     let dir = LocalDir::new(&opts.dir);
-    let state = dir.load()?;
+    let mut state = dir.load()?;
+    crate::local::carry_generations(None, &mut state);
     let td = state.settings.trust_domain.clone();
     let (ca, created) = load_or_generate_dir(&dir.ca_dir(), &td).map_err(|source| LocalError::Ca { dir: dir.ca_dir(), source })?;
     if created {
@@ -112,9 +113,12 @@ pub async fn start_local(opts: LocalOptions) -> Result<Running, RunError> {
 
     let (view_tx, view_rx) = watch::channel(Arc::new(MeshView::from_local(&state, 1)));
     let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(crate::local::watch::run(dir.clone(), opts.poll_interval, move |state| {
+    let mut previous = state.clone();
+    tasks.push(tokio::spawn(crate::local::watch::run(dir.clone(), opts.poll_interval, move |mut state| {
+        crate::local::carry_generations(Some(&previous), &mut state);
         let version = view_tx.borrow().version + 1;
         view_tx.send_replace(Arc::new(MeshView::from_local(&state, version)));
+        previous = state;
     })));
 
     let serving = SwappableCert::new();

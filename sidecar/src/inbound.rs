@@ -282,6 +282,9 @@ async fn forward(req: Request<Incoming>, path: String, conn: &Conn, shared: &Sha
         Ok(Ok(resp)) => {
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
+            if let Ok(v) = http::HeaderValue::from_str(id) {
+                parts.headers.insert("x-trustmesh-request-id", v);
+            }
             Response::from_parts(parts, body.boxed())
         }
         Ok(Err(e)) => {

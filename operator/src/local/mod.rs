@@ -199,6 +199,27 @@ impl LocalDir {
     }
 }
 
+/// Gives resources without `metadata.generation` one, as the apiserver would: 1 when new, the
+/// previous generation when the spec did not change, the previous plus one when it did.
+pub fn carry_generations(prev: Option<&LocalState>, next: &mut LocalState) {
+    fn carry<T: kube::Resource, S: PartialEq>(prev: &[T], next: &mut [T], spec: impl Fn(&T) -> &S) {
+        for obj in next.iter_mut().filter(|o| o.meta().generation.is_none()) {
+            let key = (obj.meta().namespace.clone(), obj.meta().name.clone());
+            let before = prev.iter().find(|p| (p.meta().namespace.clone(), p.meta().name.clone()) == key);
+            let generation = match before {
+                Some(b) if spec(b) == spec(obj) => b.meta().generation.unwrap_or(1),
+                Some(b) => b.meta().generation.unwrap_or(1) + 1,
+                None => 1,
+            };
+            obj.meta_mut().generation = Some(generation);
+        }
+    }
+    let empty = DesiredState::default();
+    let prev = prev.map_or(&empty, |p| &p.desired);
+    carry(&prev.identities, &mut next.desired.identities, |w| &w.spec);
+    carry(&prev.policies, &mut next.desired.policies, |p| &p.spec);
+}
+
 /// Local workloads by hex SHA-256 of their join token.
 pub fn workloads_by_token_hash(workloads: &[LocalWorkload]) -> BTreeMap<String, &LocalWorkload> {
     workloads.iter().map(|w| (w.spec.join_token_sha256.to_ascii_lowercase(), w)).collect()

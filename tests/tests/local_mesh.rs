@@ -1,0 +1,138 @@
+//! The control plane and real sidecars in local mode, through the binaries: the demo runs and
+//! exits 0; a policy edit reaches running sidecars over Config.Watch without a restart; a
+//! quarantine refuses new connections and closes the open one.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use trustmesh_tests::{Proc, bin, eventually, free_port, run, text, wait_for_port};
+
+#[test]
+fn the_demo_prints_its_table_and_exits_zero() {
+    let out = run(Command::new(bin("trustmesh-operator")).arg("demo").env("RUST_LOG", "warn"));
+    let t = text(&out);
+    assert!(out.status.success(), "demo failed:\n{t}");
+    for row in [
+        "frontend  orders    GET     /api/orders/42             allow     shop/orders-callers@1 rule 0",
+        "frontend  orders    GET     /api/orders/../../admin    deny 403  default (deny)",
+        "orders    payments  POST    /api/charge                allow     shop/payments-callers@1 rule 0",
+    ] {
+        assert!(t.contains(row), "missing row {row:?} in:\n{t}");
+    }
+    assert!(t.contains("is now allowed") && t.contains("are refused") && t.contains("demo finished"), "{t}");
+}
+
+/// An app that answers every HTTP/1.1 request with 200 on a keep-alive connection.
+fn app() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut stream = stream;
+                loop {
+                    let mut line = String::new();
+                    let mut head = 0;
+                    while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                        head += 1;
+                        if line == "\r\n" {
+                            break;
+                        }
+                        line.clear();
+                    }
+                    if head == 0 || stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n").is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Sends one request on `conn` and returns the status code (0 when the connection is gone).
+fn request(conn: &mut TcpStream, method: &str) -> u16 {
+    let req = format!("{method} /api/x HTTP/1.1\r\nhost: server\r\ncontent-length: 0\r\n\r\n");
+    if conn.write_all(req.as_bytes()).is_err() {
+        return 0;
+    }
+    let mut buf = [0u8; 4096];
+    let n = conn.read(&mut buf).unwrap_or(0);
+    let head = String::from_utf8_lossy(&buf[..n]);
+    head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+fn connect(port: u16) -> TcpStream {
+    let c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c
+}
+
+fn sidecar(dir: &Path, grpc: u16, name: &str, listener: &str, admin: u16) -> Proc {
+    let mut cmd = Command::new(bin("trustmesh-sidecar"));
+    cmd.args(["run", "--operator", &format!("127.0.0.1:{grpc}"), "--bundle"]).arg(dir.join("bundle.pem"));
+    cmd.arg("--token-file").arg(dir.join("tokens").join(name));
+    cmd.args(listener.split(' ')).args(["--admin", &format!("127.0.0.1:{admin}")]);
+    Proc::spawn(cmd, dir.join(format!("{name}.log")))
+}
+
+#[test]
+fn policy_edits_and_quarantine_reach_running_sidecars() {
+    let dir = std::env::temp_dir().join(format!("trustmesh-local-mesh-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let op = |args: &[&str]| {
+        let o = run(Command::new(bin("trustmesh-operator")).args(["local"]).args(args));
+        assert!(o.status.success(), "{}", text(&o));
+    };
+    let d = dir.to_str().unwrap();
+    let (inbound, outbound, grpc, metrics) = (free_port(), free_port(), free_port(), free_port());
+    op(&["init", d]);
+    op(&["add-workload", d, "--name", "client"]);
+    op(&["add-workload", d, "--name", "server", "--address", &format!("127.0.0.1:{inbound}")]);
+    let policy = |methods: &str| {
+        format!("apiVersion: trustmesh.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {{name: server-callers, namespace: default}}\nspec:\n  targetRef: {{name: server}}\n  rules:\n  - from: [{{identity: client}}]\n    to: [{{methods: [{methods}], paths: [/api/*]}}]\n")
+    };
+    std::fs::write(dir.join("resources/policy.yaml"), policy("GET")).unwrap();
+    let mut cmd = Command::new(bin("trustmesh-operator"));
+    cmd.args(["local", "--dir", d, "--listen", &format!("127.0.0.1:{grpc}"), "--metrics-listen", &format!("127.0.0.1:{metrics}")]);
+    let _operator = Proc::spawn(cmd, dir.join("operator.log"));
+    wait_for_port(format!("127.0.0.1:{grpc}").parse().unwrap(), Duration::from_secs(20));
+
+    let app = app();
+    let (admin_s, admin_c) = (free_port(), free_port());
+    let server = sidecar(&dir, grpc, "server", &format!("--inbound 127.0.0.1:{inbound}=127.0.0.1:{app}"), admin_s);
+    let client = sidecar(&dir, grpc, "client", &format!("--outbound 127.0.0.1:{outbound}=127.0.0.1:{inbound}"), admin_c);
+    for (admin, p) in [(admin_s, &server), (admin_c, &client)] {
+        eventually(Duration::from_secs(20), "the sidecars to be ready (certificate + snapshot)", || {
+            let o = run(Command::new("curl").args(["-sf", &format!("http://127.0.0.1:{admin}/ready")]));
+            o.status.success().then_some(())
+        });
+        assert!(!p.output().contains("panicked"));
+    }
+
+    let mut conn = connect(outbound);
+    assert_eq!(request(&mut conn, "GET"), 200, "the client may GET");
+    assert_eq!(request(&mut conn, "POST"), 403, "the client may not POST yet");
+
+    // A policy edit reaches the running server sidecar over Config.Watch.
+    std::fs::write(dir.join("resources/policy.yaml"), policy("GET, POST")).unwrap();
+    eventually(Duration::from_secs(5), "the edited policy to allow POST", || (request(&mut conn, "POST") == 200).then_some(()));
+    let log = server.output();
+    let allow_line = log.lines().rev().find(|l| l.contains("\"method\":\"POST\"") && l.contains("\"decision\":\"allow\"")).expect("an access-log line for the allowed POST");
+    assert!(allow_line.contains("\"policy\":\"default/server-callers@2\""), "the log names the new generation: {allow_line}");
+
+    // Quarantine the client: the open connection is closed and new ones are refused.
+    let wid = dir.join("resources/workload-default-client.yaml");
+    let yaml = std::fs::read_to_string(&wid).unwrap();
+    std::fs::write(&wid, yaml.replacen("serviceAccount: client", "serviceAccount: client\n  suspended: true", 1)).unwrap();
+    eventually(Duration::from_secs(5), "the open connection to be closed", || (request(&mut conn, "GET") == 0).then_some(()));
+    let mut fresh = connect(outbound);
+    assert_eq!(request(&mut fresh, "GET"), 0, "a new connection from a quarantined caller is refused");
+    let m = run(Command::new("curl").args(["-sf", &format!("http://127.0.0.1:{metrics}/metrics")]));
+    assert!(text(&m).contains("trustmesh_proxies_connected 2"), "{}", text(&m));
+    let _ = std::fs::remove_dir_all(&dir);
+}
