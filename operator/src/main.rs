@@ -27,11 +27,56 @@ enum Command {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
+    /// Run the control plane in a Kubernetes cluster (what the Helm chart starts).
+    Run(Box<RunArgs>),
     /// A real mesh on this machine: three services with sidecars, allowed and denied calls, a live
     /// policy edit and a quarantine. No cluster, no root.
     Demo,
     /// Run the control plane without Kubernetes, from a directory of resources.
     Local(LocalArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The operator's namespace.
+    #[arg(long, env = "POD_NAMESPACE")]
+    namespace: String,
+    /// This replica's pod name (leader election).
+    #[arg(long, env = "POD_NAME")]
+    pod_name: String,
+    /// Trust domain of every SPIFFE ID.
+    #[arg(long, default_value = "cluster.local")]
+    trust_domain: String,
+    /// deny | audit | allow: what happens to calls no enforced rule matches.
+    #[arg(long, default_value = "deny")]
+    default_action: String,
+    /// strict | permissive: whether injected sidecars accept plaintext callers.
+    #[arg(long, default_value = "strict")]
+    mtls_mode: String,
+    /// Secret (in --namespace) holding the CA: tls.crt, tls.key, ca.crt.
+    #[arg(long, default_value = "trustmesh-ca")]
+    ca_secret: String,
+    /// The CA Secret is supplied by you (root or intermediate); never generate one.
+    #[arg(long)]
+    ca_user_supplied: bool,
+    /// Image of injected sidecars.
+    #[arg(long)]
+    sidecar_image: String,
+    /// MutatingWebhookConfiguration whose caBundle is kept current.
+    #[arg(long, default_value = "trustmesh-injector")]
+    webhook_config: String,
+    /// The operator's Service name.
+    #[arg(long, default_value = "trustmesh-operator")]
+    service_name: String,
+    /// gRPC address (identity and config).
+    #[arg(long, default_value = "0.0.0.0:15012")]
+    listen: SocketAddr,
+    /// Admission webhook address.
+    #[arg(long, default_value = "0.0.0.0:15017")]
+    webhook_listen: SocketAddr,
+    /// Metrics and health address.
+    #[arg(long, default_value = "0.0.0.0:15014")]
+    metrics_listen: SocketAddr,
 }
 
 #[derive(Args)]
@@ -108,6 +153,29 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Run(a) => {
+            let opts = trustmesh_operator::cluster::ClusterOptions {
+                namespace: a.namespace,
+                pod_name: a.pod_name,
+                trust_domain: TrustDomain::new(&a.trust_domain).with_context(|| format!("--trust-domain {:?}", a.trust_domain))?,
+                default_action: a.default_action.parse().map_err(anyhow::Error::msg).context("--default-action")?,
+                permissive: match a.mtls_mode.as_str() {
+                    "strict" => false,
+                    "permissive" => true,
+                    other => anyhow::bail!("--mtls-mode {other:?}: use strict or permissive"),
+                },
+                ca_secret: a.ca_secret,
+                ca_user_supplied: a.ca_user_supplied,
+                sidecar_image: a.sidecar_image,
+                webhook_config: a.webhook_config,
+                service_name: a.service_name,
+                listen: a.listen,
+                webhook_listen: a.webhook_listen,
+                metrics_listen: a.metrics_listen,
+            };
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            rt.block_on(trustmesh_operator::cluster::run(opts))?;
+        }
         Command::Demo => {
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             rt.block_on(trustmesh_operator::demo::run())?;

@@ -37,6 +37,19 @@ pub struct Metrics {
     pub config_pushes: Counter,
     /// Time from pushing a snapshot to its acknowledgement.
     pub config_ack_seconds: Histogram,
+    /// Time of one status reconcile pass.
+    pub reconcile_seconds: Histogram,
+    /// Failed reconcile steps, by kind.
+    pub reconcile_errors: Family<ReasonLabel, Counter>,
+    /// Workloads by protection: `default_deny`, `audit`, `unprotected` (default allow, no policy), `policy`.
+    pub coverage: Family<CoverageLabel, prometheus_client::metrics::gauge::Gauge>,
+}
+
+/// Label set of the coverage gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CoverageLabel {
+    /// `default_deny`, `audit` or `unprotected`.
+    pub protection: &'static str,
 }
 
 impl Metrics {
@@ -55,7 +68,41 @@ impl Metrics {
         registry.register("config_pushes", "Snapshots pushed to sidecars", config_pushes.clone());
         let config_ack_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
         registry.register("config_push_ack_seconds", "Time from pushing a snapshot to its acknowledgement", config_ack_seconds.clone());
-        Arc::new(Self { registry, svids_issued, svid_refusals, sign_seconds, proxies_connected, config_pushes, config_ack_seconds })
+        let reconcile_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 14));
+        registry.register("reconcile_duration_seconds", "Time of one status reconcile pass", reconcile_seconds.clone());
+        let reconcile_errors = Family::<ReasonLabel, Counter>::default();
+        registry.register("reconcile_errors", "Failed reconcile steps, by kind", reconcile_errors.clone());
+        let coverage = Family::<CoverageLabel, prometheus_client::metrics::gauge::Gauge>::default();
+        registry.register("policy_coverage_workloads", "Workloads by protection: default_deny, audit, unprotected", coverage.clone());
+        Arc::new(Self {
+            registry,
+            svids_issued,
+            svid_refusals,
+            sign_seconds,
+            proxies_connected,
+            config_pushes,
+            config_ack_seconds,
+            reconcile_seconds,
+            reconcile_errors,
+            coverage,
+        })
+    }
+
+    /// Recomputes the policy-coverage gauge: workloads whose unmatched calls are denied, only
+    /// audited, or allowed (unprotected).
+    pub fn set_coverage(&self, view: &crate::state::MeshView, _policies: &[trustmesh_api::AccessPolicy]) {
+        use trustmesh_core::policy::DefaultAction;
+        let mut counts = [0i64; 3];
+        for w in view.compiled.workloads.values() {
+            counts[match w.policy.default_action {
+                DefaultAction::Deny => 0,
+                DefaultAction::Audit => 1,
+                DefaultAction::Allow => 2,
+            }] += 1;
+        }
+        for (protection, n) in ["default_deny", "audit", "unprotected"].into_iter().zip(counts) {
+            self.coverage.get_or_create(&CoverageLabel { protection }).set(n);
+        }
     }
 
     /// The registry rendered in the OpenMetrics text format.

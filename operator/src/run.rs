@@ -122,8 +122,9 @@ pub async fn start_local(opts: LocalOptions) -> Result<Running, RunError> {
     })));
 
     let serving = SwappableCert::new();
-    renew_serving_cert(&ca, &operator_id, &serving).map_err(RunError::ServingCert)?;
-    tasks.push(tokio::spawn(keep_serving_cert_fresh(ca.clone(), operator_id.clone(), serving.clone())));
+    let dns = vec!["localhost".to_owned()];
+    renew_serving_cert(&ca, &operator_id, &dns, &serving).map_err(RunError::ServingCert)?;
+    tasks.push(tokio::spawn(keep_serving_cert_fresh(ca.clone(), operator_id.clone(), dns, serving.clone())));
     let config = tls::server_config(ca.bundle().roots_der(), ClientAuth::Optional, serving, vec![b"h2".to_vec()])
         .map_err(|e| RunError::ServingCert(e.to_string()))?;
 
@@ -153,8 +154,8 @@ pub async fn start_local(opts: LocalOptions) -> Result<Running, RunError> {
 }
 
 /// Issues a fresh serving certificate for the operator into `slot`.
-fn renew_serving_cert(ca: &CertificateAuthority, id: &SpiffeId, slot: &SwappableCert) -> Result<SystemTime, String> {
-    let (svid, key_pem) = ca.issue_with_new_key(id, OPERATOR_CERT_TTL, SystemTime::now(), &["localhost".to_owned()]).map_err(|e| e.to_string())?;
+pub(crate) fn renew_serving_cert(ca: &CertificateAuthority, id: &SpiffeId, dns: &[String], slot: &SwappableCert) -> Result<SystemTime, String> {
+    let (svid, key_pem) = ca.issue_with_new_key(id, OPERATOR_CERT_TTL, SystemTime::now(), dns).map_err(|e| e.to_string())?;
     use rustls::pki_types::pem::PemObject;
     let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| e.to_string())?;
     let chain = std::iter::once(svid.cert_der).chain(svid.chain_der).map(rustls::pki_types::CertificateDer::from).collect();
@@ -163,14 +164,14 @@ fn renew_serving_cert(ca: &CertificateAuthority, id: &SpiffeId, slot: &Swappable
     Ok(svid.not_after)
 }
 
-async fn keep_serving_cert_fresh(ca: Arc<CertificateAuthority>, id: SpiffeId, slot: Arc<SwappableCert>) {
+pub(crate) async fn keep_serving_cert_fresh(ca: Arc<CertificateAuthority>, id: SpiffeId, dns: Vec<String>, slot: Arc<SwappableCert>) {
     loop {
         let wait = slot
             .not_after()
             .and_then(|t| t.duration_since(SystemTime::now()).ok())
             .map_or(Duration::from_secs(5), |left| left / 2);
         tokio::time::sleep(wait).await;
-        match renew_serving_cert(&ca, &id, &slot) {
+        match renew_serving_cert(&ca, &id, &dns, &slot) {
             Ok(not_after) => tracing::info!(?not_after, "renewed the operator's serving certificate"),
             Err(e) => tracing::error!(error = %e, "cannot renew the operator's serving certificate; retrying in 5s"),
         }

@@ -1,7 +1,7 @@
 //! The view of the mesh the servers answer from: compiled policy plus credentials, rebuilt as a
 //! whole on every change and swapped atomically (a request sees one consistent view).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 use trustmesh_core::snapshot::{Destination, Egress, Snapshot};
@@ -18,8 +18,8 @@ pub struct MeshView {
     pub compiled: CompiledMesh,
     /// Local mode: WorkloadIdentity key by hex SHA-256 of a join token; with the workload's name.
     pub join_tokens: BTreeMap<String, (String, ObjectKey)>,
-    /// Local mode: where each identity's workloads accept inbound mTLS.
-    pub addresses: BTreeMap<SocketAddr, ObjectKey>,
+    /// Where workloads accept connections (pod or service address), and the identities serving there.
+    pub addresses: BTreeMap<SocketAddr, BTreeSet<ObjectKey>>,
     /// Increases with every rebuild.
     pub version: u64,
 }
@@ -44,7 +44,7 @@ impl MeshView {
             .filter_map(|w| {
                 let addr: SocketAddr = w.spec.address.as_deref()?.parse().ok()?;
                 let ns = w.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned());
-                Some((addr, ObjectKey { namespace: ns, name: w.spec.identity.clone() }))
+                Some((addr, BTreeSet::from([ObjectKey { namespace: ns, name: w.spec.identity.clone() }])))
             })
             .collect();
         Self { settings: state.settings.clone(), compiled, join_tokens, addresses, version }
@@ -58,9 +58,9 @@ impl MeshView {
         let destinations = self
             .addresses
             .iter()
-            .filter_map(|(addr, key)| {
-                let w = self.compiled.workloads.get(key)?;
-                Some((*addr, Destination { identities: [w.spiffe_id.clone()].into() }))
+            .filter_map(|(addr, keys)| {
+                let identities: BTreeSet<_> = keys.iter().filter_map(|k| self.compiled.workloads.get(k)).map(|w| w.spiffe_id.clone()).collect();
+                (!identities.is_empty()).then_some((*addr, Destination { identities }))
             })
             .collect();
         Some(Snapshot {

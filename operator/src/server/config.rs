@@ -39,6 +39,18 @@ pub struct ProxyRegistry {
     proxies: Mutex<BTreeMap<ObjectKey, BTreeMap<u64, ProxyState>>>,
 }
 
+impl ProxyState {
+    /// A proxy that was sent `sent` and acknowledged `acked` (for status computations and tests).
+    pub fn new(name: &str, sent: Option<&str>, acked: Option<&str>) -> Self {
+        Self { name: name.to_owned(), acked: acked.map(str::to_owned), sent: sent.map(|v| (v.to_owned(), Instant::now())) }
+    }
+
+    /// The version sent last, if any.
+    pub fn sent_version(&self) -> Option<String> {
+        self.sent.as_ref().map(|(v, _)| v.clone())
+    }
+}
+
 impl ProxyRegistry {
     fn with<R>(&self, f: impl FnOnce(&mut BTreeMap<ObjectKey, BTreeMap<u64, ProxyState>>) -> R) -> R {
         f(&mut self.proxies.lock().unwrap_or_else(|p| p.into_inner()))

@@ -14,9 +14,13 @@ use crate::ca::{CaError, CertificateAuthority};
 use crate::metrics::{Metrics, ReasonLabel};
 use crate::state::MeshView;
 
+/// Certificates issued per WorkloadIdentity since start (for `status.issuedCertificates`).
+pub type IssuedCounts = Arc<Mutex<std::collections::BTreeMap<crate::compile::ObjectKey, i64>>>;
+
 /// The signing service.
 pub struct IdentityService {
     ca: Arc<CertificateAuthority>,
+    issued: IssuedCounts,
     view: watch::Receiver<Arc<MeshView>>,
     auth: Authenticator,
     limiter: Mutex<RateLimiter>,
@@ -26,7 +30,12 @@ pub struct IdentityService {
 impl IdentityService {
     /// A service signing with `ca` for the identities in `view`.
     pub fn new(ca: Arc<CertificateAuthority>, view: watch::Receiver<Arc<MeshView>>, auth: Authenticator, limiter: RateLimiter, metrics: Arc<Metrics>) -> Self {
-        Self { ca, view, auth, limiter: Mutex::new(limiter), metrics }
+        Self { ca, issued: IssuedCounts::default(), view, auth, limiter: Mutex::new(limiter), metrics }
+    }
+
+    /// The per-identity issue counters (shared with the status controller).
+    pub fn issued(&self) -> IssuedCounts {
+        self.issued.clone()
     }
 
     /// The decision and signing, without gRPC around it.
@@ -57,6 +66,7 @@ impl IdentityService {
             CaError::InvalidCsr { .. } | CaError::UnsupportedKey { .. } | CaError::CsrSignature => SignError::BadCsr(e),
             other => SignError::CaFailure(other),
         })?;
+        *self.issued.lock().unwrap_or_else(|p| p.into_inner()).entry(key.clone()).or_default() += 1;
         let not_after_unix = svid.not_after.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         tracing::info!(spiffe_id = %workload.spiffe_id, caller = %caller, serial = %svid.serial_hex, not_after_unix, "issued X.509-SVID");
         Ok(SignResponse {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 pub use auth::{AUDIENCE, Authenticator, Credential, Subject};
 pub use config::{ConfigService, ProxyRegistry};
-pub use identity::IdentityService;
+pub use identity::{IdentityService, IssuedCounts};
 
 use crate::ca::CaError;
 
