@@ -52,20 +52,18 @@ pub struct WorkloadIdentitySpec {
     pub pod_selector: Option<LabelSelector>,
 
     /// Lifetime of issued certificates, written as hours, minutes and seconds (`1h`, `30m`,
-    /// `1h30m`). Default `1h`; at least `5m`, at most `24h`. Sidecars renew at half-life.
-    #[serde(default = "default_ttl")]
+    /// `1h30m`). Default: the mesh's default TTL (Helm value `certificates.defaultTtl`, 1h unless
+    /// changed); at least `5m`, at most `24h` (and never more than `certificates.maxTtl`).
+    /// Sidecars renew at half-life.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 2, max = 16), regex(pattern = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"))]
     #[x_kube(validation = Rule::new("self != '' && duration(self) >= duration('5m') && duration(self) <= duration('24h')").message("ttl must be between 5m and 24h, written like 1h or 30m"))]
-    pub ttl: String,
+    pub ttl: Option<String>,
 
     /// Quarantine switch. `true` stops certificate issuance at once and makes every sidecar refuse
     /// new connections from and to this identity and close the open ones. Default `false`.
     #[serde(default)]
     pub suspended: bool,
-}
-
-fn default_ttl() -> String {
-    DEFAULT_TTL.to_owned()
 }
 
 /// What the operator observed about a WorkloadIdentity.

@@ -59,9 +59,24 @@ struct RunArgs {
     /// The CA Secret is supplied by you (root or intermediate); never generate one.
     #[arg(long)]
     ca_user_supplied: bool,
+    /// Certificate lifetime of WorkloadIdentities that set no ttl.
+    #[arg(long, env = "TRUSTMESH_CERT_DEFAULT_TTL", default_value = "1h")]
+    cert_default_ttl: String,
+    /// Longest certificate lifetime a WorkloadIdentity may ask for (at most 24h).
+    #[arg(long, env = "TRUSTMESH_CERT_MAX_TTL", default_value = "24h")]
+    cert_max_ttl: String,
     /// Image of injected sidecars.
     #[arg(long)]
     sidecar_image: String,
+    /// uid of injected sidecars (their own traffic is not redirected).
+    #[arg(long, env = "TRUSTMESH_SIDECAR_UID", default_value_t = 1337)]
+    sidecar_uid: i64,
+    /// imagePullPolicy of injected containers.
+    #[arg(long, env = "TRUSTMESH_SIDECAR_IMAGE_PULL_POLICY")]
+    sidecar_image_pull_policy: Option<String>,
+    /// Requests and limits of injected containers, as JSON ({"requests": {...}, "limits": {...}}).
+    #[arg(long, env = "TRUSTMESH_SIDECAR_RESOURCES")]
+    sidecar_resources: Option<String>,
     /// MutatingWebhookConfiguration whose caBundle is kept current.
     #[arg(long, default_value = "trustmesh-injector")]
     webhook_config: String,
@@ -137,6 +152,13 @@ enum LocalCommand {
     },
 }
 
+fn ttl_flag(flag: &str, value: &str) -> anyhow::Result<Duration> {
+    let ttl = trustmesh_api::duration::parse_duration(value).with_context(|| format!("{flag} {value:?}"))?;
+    let (min, max) = trustmesh_operator::compile::TTL_BOUNDS;
+    anyhow::ensure!(ttl >= min && ttl <= max, "{flag} {value:?} must be between 5m and 24h");
+    Ok(ttl)
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
@@ -166,7 +188,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 },
                 ca_secret: a.ca_secret,
                 ca_user_supplied: a.ca_user_supplied,
+                default_ttl: ttl_flag("--cert-default-ttl", &a.cert_default_ttl)?,
+                max_ttl: ttl_flag("--cert-max-ttl", &a.cert_max_ttl)?,
                 sidecar_image: a.sidecar_image,
+                sidecar_uid: a.sidecar_uid,
+                sidecar_pull_policy: a.sidecar_image_pull_policy.filter(|p| !p.is_empty()),
+                sidecar_resources: match a.sidecar_resources.as_deref().filter(|r| !r.is_empty()) {
+                    Some(json) => Some(serde_json::from_str(json).context("--sidecar-resources must be a ResourceRequirements JSON object")?),
+                    None => None,
+                },
                 webhook_config: a.webhook_config,
                 service_name: a.service_name,
                 listen: a.listen,

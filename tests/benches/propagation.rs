@@ -240,7 +240,7 @@ impl Bench {
             if Instant::now() > deadline {
                 return Err(w);
             }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
@@ -336,14 +336,28 @@ async fn run() {
         results: Vec::new(),
         published: Arc::default(),
     };
+    // Record when each view is published on a thread of its own: a task on the benchmark's
+    // runtime would be woken in the same batch as the 1,000 stream tasks and record late.
     let mut view = bench.running.view.clone();
     let published = bench.published.clone();
-    let view_task = tokio::spawn(async move {
-        while view.changed().await.is_ok() {
-            let v = view.borrow_and_update().version;
-            lock(&published).push((v, Instant::now()));
-        }
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let view_thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async move {
+            loop {
+                tokio::select! {
+                    changed = view.changed() => {
+                        if changed.is_err() { break }
+                        let at = Instant::now();
+                        let v = view.borrow_and_update().version;
+                        lock(&published).push((v, at));
+                    }
+                    _ = &mut stop_rx => break,
+                }
+            }
+        });
     });
+    let load_start = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
 
     // One SVID per workload, shared by its replicas.
     let signer = GrpcSigner(IdentityClient::new(
@@ -536,6 +550,12 @@ async fn run() {
         println!("{r}");
     }
     println!("(CPU and memory are the whole process: operator + simulated clients; an upper bound for the operator alone)");
+    println!(
+        "machine: {} cores; loadavg at start {} at end {}",
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+        load_start.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    );
     let p99_all = {
         let mut s = s2.latencies.clone();
         s.extend(all_lat);
@@ -551,7 +571,8 @@ async fn run() {
     for t in tasks {
         t.abort();
     }
-    view_task.abort();
+    let _ = stop_tx.send(());
+    let _ = view_thread.join();
     drop(bench.running);
     let _ = std::fs::remove_dir_all(&dir);
 }

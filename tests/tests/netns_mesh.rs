@@ -66,10 +66,10 @@ impl Drop for Topology {
         for pod in ["node", "client", "server", "intruder"] {
             let _ = Command::new("ip").args(["netns", "del", &self.ns(pod)]).output();
         }
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.tmp);
-        } else {
+        if std::thread::panicking() || std::env::var_os("TRUSTMESH_KEEP_LOGS").is_some() {
             eprintln!("logs kept in {}", self.tmp.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.tmp);
         }
     }
 }
@@ -368,6 +368,11 @@ fn policy_is_enforced_between_pod_namespaces() {
     // Kubelet-style probe through the admin port (not redirected), from the node.
     let r = curl(&t.ns("node"), &["http://10.77.0.3:15020/app-health/8080/healthz"]);
     assert_eq!(r.code, 200, "the probe /app-health/8080/healthz should reach the app: {}", r.body);
+    for p in ["/app-health/8080/admin", "/app-health/8080/api/orders?x=1", "/app-health/8080/../../admin", "/app-health/9000/", "/app-health/8080//admin"] {
+        let r = curl(&t.ns("node"), &["--path-as-is", &format!("http://10.77.0.3:15020{p}")]);
+        eprintln!("PROBE {p} -> {} {:?}", r.code, r.body);
+    }
+    eprintln!("APP LOG {}", t.log("app"));
     step(start, "paths, TLS refusals and probe checked");
 
     // 6. An impostor at the server's address (the intruder's SVID) is refused by the client's sidecar.
@@ -379,7 +384,7 @@ fn policy_is_enforced_between_pod_namespaces() {
     let m = t.metrics("client");
     assert!(m.contains(series), "the client sidecar should count the impostor as {series}:\n{m}");
     t.stop("sidecar-impostor");
-    t.start_file_sidecar("server", "server", "sidecar-server");
+    t.start_file_sidecar("server", "server", "sidecar-server-2");
     assert_eq!(get(&t, "client", "/api/orders").code, 200, "the real server should be reachable again");
     step(start, "impostor refused");
 

@@ -48,8 +48,18 @@ pub struct ClusterOptions {
     pub ca_secret: String,
     /// The CA Secret is supplied by the user (never generated).
     pub ca_user_supplied: bool,
+    /// Certificate lifetime of identities that set no `ttl`.
+    pub default_ttl: Duration,
+    /// Longest certificate lifetime.
+    pub max_ttl: Duration,
     /// Image of injected sidecars.
     pub sidecar_image: String,
+    /// uid of injected sidecars.
+    pub sidecar_uid: i64,
+    /// imagePullPolicy of injected containers.
+    pub sidecar_pull_policy: Option<String>,
+    /// Requests and limits of injected containers.
+    pub sidecar_resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
     /// MutatingWebhookConfiguration whose caBundle the leader keeps current.
     pub webhook_config: String,
     /// The operator's Service name (DNS SANs of the serving certificate, sidecars' operator address).
@@ -79,7 +89,7 @@ pub enum ClusterError {
 /// Runs cluster mode until the process is stopped.
 pub async fn run(opts: ClusterOptions) -> Result<(), ClusterError> {
     let client = Client::try_default().await.map_err(ClusterError::Client)?;
-    let settings = MeshSettings { trust_domain: opts.trust_domain.clone(), default_action: opts.default_action };
+    let settings = MeshSettings { trust_domain: opts.trust_domain.clone(), default_action: opts.default_action, default_ttl: opts.default_ttl, max_ttl: opts.max_ttl };
     let ca = Arc::new(secrets::load_or_create_ca(&client, &opts.namespace, &opts.ca_secret, &opts.trust_domain, opts.ca_user_supplied).await?);
     let metrics = Metrics::new();
     let (stores, view, matched) = source::watch_cluster(client.clone(), settings.clone()).await;
@@ -111,6 +121,11 @@ pub async fn run(opts: ClusterOptions) -> Result<(), ClusterError> {
     let webhook_tls = tls::server_config(ca.bundle().roots_der(), ClientAuth::None, serving, vec![b"h2".to_vec(), b"http/1.1".to_vec()]).map_err(|e| ClusterError::Serve(e.to_string()))?;
     let mut inject = InjectConfig::new(&opts.sidecar_image, format!("{svc}.{ns}.svc:{}", opts.listen.port()), operator_id.to_string(), opts.trust_domain.as_str());
     inject.mtls_mode = if opts.permissive { MtlsMode::Permissive } else { MtlsMode::Strict };
+    inject.proxy_uid = opts.sidecar_uid;
+    inject.image_pull_policy = opts.sidecar_pull_policy.clone();
+    if let Some(r) = &opts.sidecar_resources {
+        inject.resources = r.clone();
+    }
     let (hook_stores, operator_ns) = (stores.clone(), opts.namespace.clone());
     let contexts: crate::webhook::server::ContextFn = Arc::new(move |namespace: &str| InjectionContext {
         namespace: namespace.to_owned(),

@@ -25,7 +25,7 @@ fn acp(name: &str, spec: serde_json::Value) -> AccessPolicy {
 }
 
 fn settings() -> MeshSettings {
-    MeshSettings { trust_domain: TrustDomain::new("cluster.local").unwrap(), default_action: DefaultAction::Deny }
+    MeshSettings::new(TrustDomain::new("cluster.local").unwrap(), DefaultAction::Deny)
 }
 
 fn pod(name: &str, sa: &str, ip: &str) -> k8s_openapi::api::core::v1::Pod {

@@ -38,6 +38,17 @@ pub struct MeshSettings {
     pub trust_domain: TrustDomain,
     /// What happens to calls no enforced rule matches, unless a namespace label overrides it.
     pub default_action: DefaultAction,
+    /// Certificate lifetime of identities that set no `ttl`.
+    pub default_ttl: Duration,
+    /// Longest certificate lifetime any identity may ask for (at most 24h).
+    pub max_ttl: Duration,
+}
+
+impl MeshSettings {
+    /// Settings with the default TTLs (1h default, 24h max).
+    pub fn new(trust_domain: TrustDomain, default_action: DefaultAction) -> Self {
+        Self { trust_domain, default_action, default_ttl: Duration::from_secs(3600), max_ttl: TTL_BOUNDS.1 }
+    }
 }
 
 /// A namespace as compilation needs it.
@@ -211,10 +222,11 @@ fn compile_identity(
     if let Some(owner) = id.as_ref().and_then(|id| taken.get(id)) {
         report.problems.push(Problem::DuplicateServiceAccount { service_account: wid.spec.service_account.clone(), owner: owner.to_string() });
     }
-    let ttl = match parse_duration(&wid.spec.ttl) {
-        Ok(ttl) if ttl >= TTL_BOUNDS.0 && ttl <= TTL_BOUNDS.1 => Some(ttl),
+    let max = settings.max_ttl.min(TTL_BOUNDS.1);
+    let ttl = match wid.spec.ttl.as_deref().map_or(Ok(settings.default_ttl.min(max)), parse_duration) {
+        Ok(ttl) if ttl >= TTL_BOUNDS.0 && ttl <= max => Some(ttl),
         Ok(_) => {
-            report.problems.push(Problem::TtlOutOfBounds { value: wid.spec.ttl.clone() });
+            report.problems.push(Problem::TtlOutOfBounds { value: wid.spec.ttl.clone().unwrap_or_default(), max: format_duration(max) });
             None
         }
         Err(e) => {
@@ -250,6 +262,23 @@ fn compile_identity(
         _ => None,
     };
     (report, workload)
+}
+
+/// `1h30m` style rendering of a duration (whole seconds).
+pub fn format_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    let (h, m, s) = (s / 3600, s % 3600 / 60, s % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out += &format!("{h}h");
+    }
+    if m > 0 {
+        out += &format!("{m}m");
+    }
+    if s > 0 || out.is_empty() {
+        out += &format!("{s}s");
+    }
+    out
 }
 
 fn action(a: PolicyAction) -> Action {

@@ -20,11 +20,13 @@ pub enum Problem {
         /// `namespace/name` of the identity that has it.
         owner: String,
     },
-    /// `spec.ttl` outside 5m..24h.
-    #[error("spec.ttl {value:?} is out of bounds; use a duration between 5m and 24h")]
+    /// `spec.ttl` outside 5m..max.
+    #[error("spec.ttl {value:?} is out of bounds; use a duration between 5m and {max} (the mesh's certificates.maxTtl)")]
     TtlOutOfBounds {
         /// The value as written.
         value: String,
+        /// The largest allowed.
+        max: String,
     },
     /// `spec.ttl` is not a duration.
     #[error("spec.ttl: {reason}")]

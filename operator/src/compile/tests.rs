@@ -5,7 +5,7 @@ use serde_json::json;
 use trustmesh_core::policy::{CompiledPolicy, HttpRequest, Request, normalize_path};
 
 fn settings() -> MeshSettings {
-    MeshSettings { trust_domain: TrustDomain::new("cluster.local").unwrap(), default_action: DefaultAction::Deny }
+    MeshSettings::new(TrustDomain::new("cluster.local").unwrap(), DefaultAction::Deny)
 }
 
 fn wid(ns: &str, name: &str, spec: serde_json::Value) -> WorkloadIdentity {

@@ -31,7 +31,7 @@ fn key(ns: &str, name: &str) -> ObjectKey {
 }
 
 fn view(identities: Vec<WorkloadIdentity>) -> MeshView {
-    let settings = MeshSettings { trust_domain: TrustDomain::new("cluster.local").unwrap(), default_action: DefaultAction::Deny };
+    let settings = MeshSettings::new(TrustDomain::new("cluster.local").unwrap(), DefaultAction::Deny);
     let compiled = compile(&settings, &DesiredState { identities, ..Default::default() });
     MeshView { settings, compiled, join_tokens: BTreeMap::new(), addresses: BTreeMap::new(), version: 1 }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -32,6 +32,8 @@ pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client may take to send a request's headers, then its body.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How much of a refused request's body is read and discarded before the stream is reset.
+const DRAIN_MAX_BYTES: usize = 4 * MAX_BODY_BYTES;
 
 /// Serves the webhook on `listener` with `tls` until the future is dropped.
 ///
@@ -77,37 +79,83 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
 }
 
 async fn handle(req: Request<Incoming>, contexts: &ContextFn) -> Response<Full<Bytes>> {
-    if req.uri().path() != "/inject" {
-        return text(StatusCode::NOT_FOUND, "not found: the trustmesh webhook serves POST /inject\n");
-    }
-    if req.method() != Method::POST {
+    let (parts, body) = req.into_parts();
+    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let early = if parts.uri.path() != "/inject" {
+        Some(text(StatusCode::NOT_FOUND, "not found: the trustmesh webhook serves POST /inject\n"))
+    } else if parts.method != Method::POST {
         let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "use POST with an AdmissionReview\n");
         r.headers_mut().insert(header::ALLOW, http::HeaderValue::from_static("POST"));
+        Some(r)
+    } else if !is_json(&parts.headers) {
+        Some(text(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send the AdmissionReview as Content-Type: application/json\n"))
+    } else if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        Some(too_large())
+    } else {
+        None
+    };
+    if let Some(r) = early {
+        drain_later(body);
         return r;
     }
-    let json = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    if !json {
-        return text(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send the AdmissionReview as Content-Type: application/json\n");
-    }
-    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        return text(StatusCode::PAYLOAD_TOO_LARGE, "the AdmissionReview is larger than 4 MiB\n");
-    }
-    let body = match tokio::time::timeout(BODY_TIMEOUT, Limited::new(req.into_body(), MAX_BODY_BYTES).collect()).await {
-        Ok(Ok(b)) => b.to_bytes(),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return text(StatusCode::PAYLOAD_TOO_LARGE, "the AdmissionReview is larger than 4 MiB\n");
-        }
-        Ok(Err(_)) => return text(StatusCode::BAD_REQUEST, "reading the request body failed\n"),
-        Err(_) => return text(StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time\n"),
+    let body = match read_body(body).await {
+        Ok(b) => b,
+        Err(r) => return r,
     };
     let out = super::review(&body, |ns| contexts(ns));
     let mut r = Response::new(Full::new(Bytes::from(out)));
     r.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     r
+}
+
+fn too_large() -> Response<Full<Bytes>> {
+    text(StatusCode::PAYLOAD_TOO_LARGE, "the AdmissionReview is larger than 4 MiB\n")
+}
+
+/// The whole body, at most [`MAX_BODY_BYTES`], within [`BODY_TIMEOUT`].
+async fn read_body(mut body: Incoming) -> Result<Vec<u8>, Response<Full<Bytes>>> {
+    let deadline = tokio::time::Instant::now() + BODY_TIMEOUT;
+    let mut buf = Vec::new();
+    loop {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => return Err(text(StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time\n")),
+            Ok(None) => return Ok(buf),
+            Ok(Some(Err(_))) => return Err(text(StatusCode::BAD_REQUEST, "reading the request body failed\n")),
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    if buf.len() + data.len() > MAX_BODY_BYTES {
+                        drain_later(body);
+                        return Err(too_large());
+                    }
+                    buf.extend_from_slice(&data);
+                }
+            }
+        }
+    }
+}
+
+/// Reads and discards what is left of a refused request's body (bounded in size and time), so
+/// the client receives the answer instead of a reset connection or stream.
+fn drain_later(mut body: Incoming) {
+    tokio::spawn(async move {
+        let mut left = DRAIN_MAX_BYTES;
+        let _ = tokio::time::timeout(BODY_TIMEOUT, async {
+            while let Some(Ok(frame)) = body.frame().await {
+                let n = frame.data_ref().map_or(0, Bytes::len);
+                match left.checked_sub(n) {
+                    Some(l) => left = l,
+                    None => break,
+                }
+            }
+        })
+        .await;
+    });
+}
+
+fn is_json(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
 }

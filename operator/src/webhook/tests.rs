@@ -481,14 +481,15 @@ fn tls_config() -> Arc<rustls::ServerConfig> {
 /// `curl -sk` against the server: (status, body).
 async fn curl(extra: &[&str]) -> (u16, String) {
     let out = tokio::process::Command::new("curl")
-        .args(["-sk", "--max-time", "20", "-o", "-", "-w", "\n%{http_code}"])
+        .args(["-sSk", "--max-time", "20", "-o", "-", "-w", "\n%{http_code}"])
         .args(extra)
         .output()
         .await
         .expect("curl runs");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').expect("status line");
-    (code.trim().parse().expect("status code"), body.to_owned())
+    let body = if out.status.success() { body.to_owned() } else { format!("{body} (curl: {})", String::from_utf8_lossy(&out.stderr)) };
+    (code.trim().parse().expect("status code"), body)
 }
 
 #[tokio::test]
@@ -527,8 +528,10 @@ async fn serves_admission_reviews_over_https() {
     assert_eq!(status, 415);
     let big = dir.path().join("big.json");
     std::fs::write(&big, vec![b' '; MAX_BODY_BYTES + 1]).expect("write");
-    let (status, _) = curl(&["-H", json, "--data-binary", &format!("@{}", big.display()), &url]).await;
-    assert_eq!(status, 413);
+    for version in ["--http1.1", "--http2"] {
+        let (status, body) = curl(&[version, "-H", json, "--data-binary", &format!("@{}", big.display()), &url]).await;
+        assert_eq!(status, 413, "{version}: {body}");
+    }
     // Garbage still gets an AdmissionReview that refuses, not a crash.
     let (status, body) = curl(&["-H", json, "--data-binary", "{not json", &url]).await;
     assert_eq!(status, 200);
