@@ -1,7 +1,6 @@
 //! The gRPC channel to the operator: TLS 1.3, the operator's certificate checked against the
 //! trust bundle and its SPIFFE ID (secure naming), optionally our own SVID as client certificate.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hyper_util::rt::TokioIo;
@@ -23,28 +22,30 @@ pub enum ControlError {
     #[error("cannot connect to the operator at {addr}: {reason}; check --operator and that the operator is running")]
     Connect {
         /// The address.
-        addr: SocketAddr,
+        addr: String,
         /// What failed.
         reason: String,
     },
 }
 
-/// A lazily connected channel to the operator at `addr`, which must present `operator_id`.
+/// A lazily connected channel to the operator at `addr` (`host:port`, resolved on every
+/// connection so a Service name follows its endpoints), which must present `operator_id`.
 pub fn channel(
-    addr: SocketAddr,
+    addr: impl Into<String>,
     bundle: &[CertificateDer<'static>],
     operator_id: SpiffeId,
     client_cert: Option<Arc<dyn ResolvesClientCert>>,
 ) -> Result<Channel, ControlError> {
+    let addr: String = addr.into();
     let verifier = SpiffeServerVerifier::new(bundle, ExpectedServer::Ids(vec![operator_id]))?;
     let config = Arc::new(tls::client_config(verifier, client_cert, vec![b"h2".to_vec()])?);
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| ControlError::Connect { addr, reason: e.to_string() })?
+        .map_err(|e| ControlError::Connect { addr: addr.clone(), reason: e.to_string() })?
         .connect_timeout(std::time::Duration::from_secs(5));
     let connector = tower::service_fn(move |_uri: http::Uri| {
-        let config = config.clone();
+        let (config, addr) = (config.clone(), addr.clone());
         async move {
-            let tcp = TcpStream::connect(addr).await?;
+            let tcp = TcpStream::connect(addr.as_str()).await?;
             tcp.set_nodelay(true)?;
             let stream = TlsConnector::from(config).connect(tls::placeholder_server_name(), tcp).await?;
             Ok::<_, std::io::Error>(TokioIo::new(stream))

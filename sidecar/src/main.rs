@@ -44,9 +44,9 @@ struct RunArgs {
     /// Use fixed certificate files from this directory (svid.pem, svid.key, bundle.pem).
     #[arg(long, conflicts_with_all = ["operator", "token_file", "sa_token_file"])]
     svid_dir: Option<PathBuf>,
-    /// The operator's gRPC address (certificates are fetched and renewed from it).
+    /// The operator's gRPC address, host:port (certificates and policy come from it).
     #[arg(long)]
-    operator: Option<SocketAddr>,
+    operator: Option<String>,
     /// Trust bundle (PEM) to verify the operator with.
     #[arg(long, requires = "operator")]
     bundle: Option<PathBuf>,
@@ -156,9 +156,9 @@ enum SvidCommand {
 
 #[derive(Args)]
 struct FetchArgs {
-    /// The operator's gRPC address.
+    /// The operator's gRPC address (host:port).
     #[arg(long, default_value = "127.0.0.1:15012")]
-    operator: SocketAddr,
+    operator: String,
     /// Trust bundle (PEM) to verify the operator with.
     #[arg(long)]
     bundle: PathBuf,

@@ -31,8 +31,8 @@ pub enum IdentitySource {
     Files(PathBuf),
     /// The operator's `Identity.Sign`, renewed at half-life.
     Operator {
-        /// gRPC address.
-        addr: SocketAddr,
+        /// gRPC address (`host:port`).
+        addr: String,
         /// Bundle to verify the operator with.
         bundle: PathBuf,
         /// The operator's SPIFFE ID.
@@ -107,7 +107,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         IdentitySource::Operator { addr, bundle, operator_id, credential } => {
             let roots = read_certs(bundle).map_err(|reason| RunError::Files { dir: bundle.clone(), reason })?;
             bundle_tx.send_replace(roots.clone());
-            let channel = crate::control::channel(*addr, &roots, operator_id.clone(), None)?;
+            let channel = crate::control::channel(addr.clone(), &roots, operator_id.clone(), None)?;
             let signer = GrpcSigner(IdentityClient::new(channel));
             tasks.push(tokio::spawn(keep_fresh(signer, credential.clone(), cert.clone(), bundle_tx.clone(), metrics.clone())));
         }
@@ -132,7 +132,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             tasks.push(tokio::spawn(state::watch_file(path.clone(), Duration::from_millis(100), live_tx)));
         }
         (None, IdentitySource::Operator { addr, operator_id, .. }) => {
-            let (addr, operator_id, cert, bundle_tx) = (*addr, operator_id.clone(), cert.clone(), bundle_tx.clone());
+            let (addr, operator_id, cert, bundle_tx) = (addr.clone(), operator_id.clone(), cert.clone(), bundle_tx.clone());
             let proxy = format!("{}:{}", hostname(), std::process::id());
             tasks.push(tokio::spawn(async move {
                 // Config.Watch authenticates with our SVID: wait for the first one.

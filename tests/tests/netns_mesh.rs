@@ -281,8 +281,8 @@ fn s_client(t: &Topology, cert: Option<(&Path, &Path)>) -> Output {
     let mut cmd = t.ns_cmd("node", &args.iter().map(String::as_str).collect::<Vec<_>>());
     cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
     let mut child = cmd.spawn().expect("openssl s_client");
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"GET /api/orders HTTP/1.1\r\nHost: server\r\nConnection: close\r\n\r\n").unwrap();
-    // Keep stdin open until the server has answered or hung up (closing it early ends s_client).
+    let _ = std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"GET /api/orders HTTP/1.1\r\nHost: server\r\nConnection: close\r\n\r\n");
+    // Closes stdin; -quiet implies -ign_eof, so s_client reads on until the server hangs up.
     child.wait_with_output().expect("openssl s_client output")
 }
 
@@ -368,11 +368,6 @@ fn policy_is_enforced_between_pod_namespaces() {
     // Kubelet-style probe through the admin port (not redirected), from the node.
     let r = curl(&t.ns("node"), &["http://10.77.0.3:15020/app-health/8080/healthz"]);
     assert_eq!(r.code, 200, "the probe /app-health/8080/healthz should reach the app: {}", r.body);
-    for p in ["/app-health/8080/admin", "/app-health/8080/api/orders?x=1", "/app-health/8080/../../admin", "/app-health/9000/", "/app-health/8080//admin"] {
-        let r = curl(&t.ns("node"), &["--path-as-is", &format!("http://10.77.0.3:15020{p}")]);
-        eprintln!("PROBE {p} -> {} {:?}", r.code, r.body);
-    }
-    eprintln!("APP LOG {}", t.log("app"));
     step(start, "paths, TLS refusals and probe checked");
 
     // 6. An impostor at the server's address (the intruder's SVID) is refused by the client's sidecar.

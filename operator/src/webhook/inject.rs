@@ -199,8 +199,10 @@ pub fn inject(pod: &Pod, ctx: &InjectionContext) -> Result<Injection, InjectErro
     if annotation(STATUS) == Some(STATUS_INJECTED) || init_containers.iter().any(|c| c.name == SIDECAR_CONTAINER) {
         return Ok(Injection::Skip("already injected"));
     }
-    match annotation(trustmesh_api::labels::INJECT) {
-        Some("disabled") => return Ok(Injection::Skip("disabled by pod annotation trustmesh.dev/inject")),
+    // The pod's own choice: annotation, or label (the chart's webhook selects opted-in pods by label).
+    let label = pod.metadata.labels.as_ref().and_then(|l| l.get(trustmesh_api::labels::INJECT)).map(String::as_str);
+    match annotation(trustmesh_api::labels::INJECT).or(label) {
+        Some("disabled") => return Ok(Injection::Skip("disabled by pod annotation or label trustmesh.dev/inject")),
         Some("enabled") => {}
         Some(other) => {
             return Err(InjectError::InvalidAnnotation {
