@@ -225,7 +225,7 @@ fn annotation_disabled_wins_over_namespace_label() {
     let a = answer(&review);
     assert!(a.allowed());
     assert!(a.patch.is_none());
-    assert_eq!(inject(&pod_of(&review), &contexts("shop")), Ok(Injection::Skip("disabled by pod annotation trustmesh.dev/inject")));
+    assert_eq!(inject(&pod_of(&review), &contexts("shop")), Ok(Injection::Skip("disabled by pod annotation or label trustmesh.dev/inject")));
 }
 
 #[test]
