@@ -27,8 +27,8 @@ pub struct Admin {
     pub cert: Arc<SwappableCert>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// App ports the kubelet may probe through `/app-health/<port>/...`.
-    pub probe_ports: BTreeSet<u16>,
+    /// Exactly the app probes (port, path) the kubelet may reach through `/app-health/<port>/<path>`.
+    pub probe_paths: BTreeSet<(u16, String)>,
 }
 
 /// Serves the admin endpoints until the task is dropped.
@@ -65,7 +65,12 @@ async fn route(req: Request<Incoming>, admin: &Admin) -> Resp {
         },
         "/metrics" => text(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", admin.metrics.encode()),
         "/config" => text(StatusCode::OK, "application/json", config_json(admin)),
-        p if p.starts_with("/app-health/") => probe(&p["/app-health/".len()..], admin).await,
+        p if p.starts_with("/app-health/") => {
+            if req.method() != http::Method::GET && req.method() != http::Method::HEAD {
+                return text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "probes are GET requests\n".into());
+            }
+            probe(&p["/app-health/".len()..], admin).await
+        }
         _ => text(StatusCode::NOT_FOUND, "text/plain", "try /live, /ready, /metrics or /config\n".into()),
     }
 }
@@ -101,11 +106,14 @@ async fn probe(rest: &str, admin: &Admin) -> Resp {
     let Ok(port) = port.parse::<u16>() else {
         return text(StatusCode::BAD_REQUEST, "text/plain", "use /app-health/<port>/<path>\n".into());
     };
-    if !admin.probe_ports.contains(&port) {
-        return text(StatusCode::FORBIDDEN, "text/plain", format!("port {port} is not a probe port (--probe-ports)\n"));
+    // Only the configured probes, matched exactly on the raw path: nothing else on the app is
+    // reachable without mTLS and policy.
+    let path = format!("/{path}");
+    if !admin.probe_paths.contains(&(port, path.clone())) {
+        return text(StatusCode::FORBIDDEN, "text/plain", format!("{port}:{path} is not a configured probe (--probe-paths)\n"));
     }
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let Ok(uri) = format!("http://127.0.0.1:{port}/{path}").parse::<http::Uri>() else {
+    let Ok(uri) = format!("http://127.0.0.1:{port}{path}").parse::<http::Uri>() else {
         return text(StatusCode::BAD_REQUEST, "text/plain", "bad probe path\n".into());
     };
     match tokio::time::timeout(Duration::from_secs(10), client.get(uri)).await {

@@ -79,9 +79,10 @@ struct RunArgs {
     /// Accept plaintext and certificate-less callers as `unauthenticated` (migration aid).
     #[arg(long)]
     permissive: bool,
-    /// App ports the kubelet may probe through /app-health/<port>/<path> on the admin port.
-    #[arg(long, value_delimiter = ',')]
-    probe_ports: Vec<u16>,
+    /// Exactly the app probes the kubelet may reach through /app-health/<port>/<path> on the admin
+    /// port, as PORT:/PATH (comma list). Nothing else on the app is reachable there.
+    #[arg(long, value_delimiter = ',', value_parser = parse_probe)]
+    probe_paths: Vec<(u16, String)>,
     /// Do not write the JSON access log to stdout.
     #[arg(long)]
     no_access_log: bool,
@@ -141,6 +142,13 @@ fn init(a: InitArgs) -> anyhow::Result<()> {
         println!("installed the trustmesh iptables rules (inbound -> {}, outbound -> {}, uid {} excluded)", cfg.inbound_port, cfg.outbound_port, cfg.proxy_uid);
     }
     Ok(())
+}
+
+fn parse_probe(s: &str) -> Result<(u16, String), String> {
+    let (port, path) = s.split_once(':').ok_or_else(|| format!("{s:?}: expected PORT:/PATH, e.g. 8080:/healthz"))?;
+    let port: u16 = port.parse().map_err(|e| format!("{s:?}: port: {e}"))?;
+    let path = trustmesh_core::policy::normalize_path(path).map_err(|e| format!("{s:?}: {e}"))?;
+    Ok((port, path.into_string()))
 }
 
 fn parse_pair(s: &str) -> Result<(SocketAddr, SocketAddr), String> {
@@ -240,7 +248,7 @@ fn run_options(a: RunArgs) -> anyhow::Result<RunOptions> {
         outbound,
         admin: a.admin,
         permissive: a.permissive,
-        probe_ports: a.probe_ports.into_iter().collect(),
+        probe_paths: a.probe_paths.into_iter().collect(),
         limits,
         access_log: !a.no_access_log,
     })

@@ -57,8 +57,8 @@ pub struct RunOptions {
     pub admin: SocketAddr,
     /// Accept plaintext and certificate-less TLS as `unauthenticated`.
     pub permissive: bool,
-    /// Ports the kubelet may probe through the admin port.
-    pub probe_ports: BTreeSet<u16>,
+    /// The app probes (port, exact path) the kubelet may reach through the admin port.
+    pub probe_paths: BTreeSet<(u16, String)>,
     /// Limits.
     pub limits: Limits,
     /// Write the access log to stdout.
@@ -193,7 +193,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         tasks.push(tokio::spawn(outbound::serve(l, *upstream, shared.clone())));
     }
     let admin_listener = TcpListener::bind(opts.admin).await.map_err(|source| RunError::Bind { addr: opts.admin, source })?;
-    let admin = Arc::new(Admin { live: live_rx, cert, metrics: metrics.clone(), probe_ports: opts.probe_ports.clone() });
+    let admin = Arc::new(Admin { live: live_rx, cert, metrics: metrics.clone(), probe_paths: opts.probe_paths.clone() });
     tasks.push(tokio::spawn(admin::serve(admin_listener, admin)));
 
     shutdown_signal().await;

@@ -333,7 +333,7 @@ fn build(pod: &Pod, cfg: &InjectConfig, icpt: &Interception, probes: probes::Pro
     let mut ops = probes.ops;
 
     let init = to_value(&init_container(cfg, icpt, &probes.excluded_inbound_ports))?;
-    let sidecar = to_value(&sidecar_container(cfg, &probes.probe_ports))?;
+    let sidecar = to_value(&sidecar_container(cfg, &probes.probe_paths))?;
     if spec.init_containers.is_some() {
         ops.push(add(&["spec", "initContainers", "0"], init));
         ops.push(add(&["spec", "initContainers", "1"], sidecar));
@@ -413,7 +413,7 @@ fn init_container(cfg: &InjectConfig, icpt: &Interception, probe_excluded: &BTre
     }
 }
 
-fn sidecar_container(cfg: &InjectConfig, probe_ports: &BTreeSet<u16>) -> Container {
+fn sidecar_container(cfg: &InjectConfig, probe_paths: &BTreeSet<String>) -> Container {
     let mut args: Vec<String> = [
         "run",
         "--transparent",
@@ -431,8 +431,8 @@ fn sidecar_container(cfg: &InjectConfig, probe_ports: &BTreeSet<u16>) -> Contain
     .iter()
     .map(|s| (*s).to_owned())
     .collect();
-    if !probe_ports.is_empty() {
-        args.extend(["--probe-ports".to_owned(), join(probe_ports)]);
+    if !probe_paths.is_empty() {
+        args.extend(["--probe-paths".to_owned(), probe_paths.iter().cloned().collect::<Vec<_>>().join(",")]);
     }
     if cfg.mtls_mode == MtlsMode::Permissive {
         args.push("--permissive".to_owned());

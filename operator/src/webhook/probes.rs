@@ -7,7 +7,7 @@
 //!
 //! | probe                         | what the webhook does                                          |
 //! |-------------------------------|----------------------------------------------------------------|
-//! | `httpGet` (HTTP) on port P    | rewritten to `httpGet` port 15020, path `/app-health/P/<path>`; the sidecar's admin port (never redirected) forwards it to `127.0.0.1:P`; P goes to `--probe-ports` |
+//! | `httpGet` (HTTP) on port P    | rewritten to `httpGet` port 15020, path `/app-health/P/<path>`; the sidecar's admin port (never redirected) forwards it to `127.0.0.1:P`; `P:/path` goes to `--probe-paths` |
 //! | `httpGet` with `scheme: HTTPS`| left as is; P is **excluded from inbound redirection**          |
 //! | `tcpSocket` on port P         | left as is; P is **excluded from inbound redirection**          |
 //! | `grpc` on port P              | left as is; P is **excluded from inbound redirection**          |
@@ -44,8 +44,9 @@ use super::ADMIN_PORT;
 pub struct ProbePlan {
     /// `replace` operations on `.../<probe>/httpGet`, against the pod as submitted.
     pub ops: Vec<PatchOperation>,
-    /// App ports the sidecar forwards `/app-health/<port>/...` to (`--probe-ports`).
-    pub probe_ports: BTreeSet<u16>,
+    /// Exactly the probes the sidecar forwards, as `port:/path` (`--probe-paths`); nothing else
+    /// on the app is reachable through the admin port.
+    pub probe_paths: BTreeSet<String>,
     /// App ports that must bypass inbound redirection for their probes to work.
     pub excluded_inbound_ports: BTreeSet<u16>,
     /// Messages for the pod's author (admission warnings).
@@ -88,7 +89,9 @@ fn plan_container(plan: &mut ProbePlan, list: &str, index: usize, c: &Container)
             }
             let path = PointerBuf::from_tokens([String::from("spec"), list.to_owned(), index.to_string(), field.to_owned(), "httpGet".to_owned()]);
             plan.ops.push(PatchOperation::Replace(ReplaceOperation { path, value: rewritten(http, port) }));
-            plan.probe_ports.insert(port);
+            let probe_path = http.path.as_deref().filter(|p| !p.is_empty()).unwrap_or("/");
+            let probe_path = if probe_path.starts_with('/') { probe_path.to_owned() } else { format!("/{probe_path}") };
+            plan.probe_paths.insert(format!("{port}:{probe_path}"));
         } else if let Some(tcp) = &probe.tcp_socket {
             if tcp.host.as_deref().is_some_and(|h| !h.is_empty()) {
                 continue;

@@ -149,7 +149,7 @@ fn deployment_pod_in_labeled_namespace_is_injected() {
     assert_eq!(flag(&sargs, "--sa-token-file"), Some("/var/run/trustmesh/token/token"));
     assert_eq!(flag(&sargs, "--operator-id"), Some("spiffe://cluster.local/ns/trustmesh-system/sa/trustmesh-operator"));
     assert_eq!(flag(&sargs, "--admin"), Some("0.0.0.0:15020"));
-    assert_eq!(flag(&sargs, "--probe-ports"), Some("8080,8081"));
+    assert_eq!(flag(&sargs, "--probe-paths"), Some("8080:/healthz,8080:/ready,8081:/status"), "exactly the probes, nothing else");
     assert!(!sargs.contains(&"--permissive"));
     assert_eq!(sidecar["ports"], json!([{"name": "trustmesh-admin", "containerPort": 15020, "protocol": "TCP"}]));
     assert_eq!(sidecar["readinessProbe"]["httpGet"], json!({"path": "/ready", "port": 15020, "scheme": "HTTP"}));
@@ -280,7 +280,7 @@ fn pod_without_volumes_init_containers_or_annotations_gets_the_arrays_created() 
     assert_eq!(names(&pod["spec"]["volumes"]), ["trustmesh-token", "trustmesh-bundle", "trustmesh-run"]);
     assert_eq!(pod["metadata"]["annotations"], json!({"trustmesh.dev/status": "injected"}));
     let sargs = args(&pod["spec"]["initContainers"][1]);
-    assert_eq!(flag(&sargs, "--probe-ports"), None, "no probes, no empty --probe-ports");
+    assert_eq!(flag(&sargs, "--probe-paths"), None, "no probes, no empty --probe-paths");
     let iargs = args(&pod["spec"]["initContainers"][0]);
     assert_eq!(iargs, ["init", "--proxy-uid", "1337"]);
     assert!(a.response.get("warnings").is_none());
@@ -453,7 +453,7 @@ fn native_sidecar_and_other_probe_kinds() {
     assert_eq!(names(inits), ["trustmesh-init", "trustmesh-sidecar", "setup", "log-shipper"]);
     // The probe replacement targets the right container although two were inserted before it.
     assert_eq!(inits[3]["readinessProbe"]["httpGet"], json!({"path": "/app-health/2020/", "port": 15020, "scheme": "HTTP"}));
-    assert_eq!(flag(&args(&inits[1]), "--probe-ports"), Some("2020"));
+    assert_eq!(flag(&args(&inits[1]), "--probe-paths"), Some("2020:/"));
     assert_eq!(flag(&args(&inits[0]), "--exclude-inbound-ports"), Some("8443,9000"));
     let app = &pod["spec"]["containers"][0];
     assert_eq!(app["livenessProbe"]["httpGet"]["scheme"], "HTTPS", "HTTPS probe untouched");
