@@ -10,6 +10,9 @@
 //! re-checks everything and reports what the schema cannot see (unknown identities, conflicts) in
 //! the resource's status.
 
+// kube-derive takes one trait per `derive = "..."`, which clippy reads as a duplicated attribute.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod condition;
 pub mod duration;
 pub mod identity;

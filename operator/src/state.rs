@@ -22,7 +22,14 @@ pub struct MeshView {
     pub addresses: BTreeMap<SocketAddr, BTreeSet<ObjectKey>>,
     /// Increases with every rebuild.
     pub version: u64,
+    /// Snapshot contents already serialized for this view, per workload (shared by its replicas).
+    pub cache: SnapshotCache,
 }
+
+/// Per-view memo of each workload's snapshot JSON: a change to the view serializes each
+/// workload's snapshot once, however many replicas stream it.
+#[derive(Clone, Debug, Default)]
+pub struct SnapshotCache(std::sync::Arc<std::sync::Mutex<BTreeMap<ObjectKey, Option<std::sync::Arc<String>>>>>);
 
 impl MeshView {
     /// Compiles a local-mode state.
@@ -47,7 +54,21 @@ impl MeshView {
                 Some((addr, BTreeSet::from([ObjectKey { namespace: ns, name: w.spec.identity.clone() }])))
             })
             .collect();
-        Self { settings: state.settings.clone(), compiled, join_tokens, addresses, version }
+        Self { settings: state.settings.clone(), compiled, join_tokens, addresses, version, cache: SnapshotCache::default() }
+    }
+
+    /// The snapshot of one identity as JSON, without its version (the stream sends the version
+    /// beside it), computed once per view. `None` when the identity is unknown or not servable.
+    pub fn snapshot_json(&self, identity: &ObjectKey) -> Option<std::sync::Arc<String>> {
+        let mut cache = self.cache.0.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .entry(identity.clone())
+            .or_insert_with(|| {
+                let mut s = self.snapshot_for(identity)?;
+                s.version = String::new();
+                serde_json::to_string(&s).ok().map(std::sync::Arc::new)
+            })
+            .clone()
     }
 
     /// The snapshot the sidecars of one WorkloadIdentity enforce: its inbound policy, every meshed

@@ -31,7 +31,8 @@ pub async fn follow(channel: Channel, proxy: String, live: watch::Sender<Option<
                         Ok(Some(msg)) => {
                             failures = 0;
                             let ack = match serde_json::from_str::<Snapshot>(&msg.snapshot_json) {
-                                Ok(snapshot) => {
+                                Ok(mut snapshot) => {
+                                    snapshot.version.clone_from(&msg.version);
                                     let roots: Vec<CertificateDer<'static>> = msg.trust_bundle_der.into_iter().map(CertificateDer::from).collect();
                                     if !roots.is_empty() && *bundle.borrow() != roots {
                                         bundle.send_replace(roots);

@@ -142,6 +142,15 @@ fn cpu_ticks() -> u64 {
     get(14) + get(15)
 }
 
+/// Busy CPU time of the whole machine (all processes), in clock ticks.
+fn machine_busy_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let cpu = stat.lines().next().unwrap_or_default();
+    // cpu user nice system idle iowait irq softirq steal ...
+    let f: Vec<u64> = cpu.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| f.get(i)).sum()
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
@@ -431,8 +440,12 @@ async fn run() {
         println!("{r}");
     }
 
+    // From here on: how much CPU other processes on the machine take (they skew latencies).
+    let (machine0, own0, wall0) = (machine_busy_ticks(), cpu_ticks(), Instant::now());
+
     // Scenario 1: a policy for w0 only.
     let base = bench.version();
+    let s1_cpu0 = cpu_ticks();
     let policy = format!(
         "apiVersion: trustmesh.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {{name: w0-callers, namespace: {NAMESPACE}}}\nspec:\n  targetRef: {{name: w0}}\n  rules:\n  - from: [{{identity: w1}}]\n    to: [{{methods: [GET], paths: [/x]}}]\n"
     );
@@ -444,9 +457,10 @@ async fn run() {
         Err(w) => bench.fail(&format!("scenario 1: {} of {replicas} w0 streams got nothing in {SCENARIO_TIMEOUT:?}; {}", w.missing.len(), summary(&w.latencies))),
     };
     tokio::time::sleep(QUIET_PERIOD).await;
+    let s1_cpu = (cpu_ticks() - s1_cpu0) as f64 * 1e3 / CLOCK_TICKS_PER_SEC;
     let others: Vec<usize> = (replicas..streams).filter(|&i| lock(&bench.logs[i]).iter().any(|e| e.version > base)).collect();
     bench.results.push(format!(
-        "scenario 1 (policy for w0): view published at {}; {} w0 replicas acked: {}; wrong content {}, extra snapshots {}; other {} streams that received anything within {} after: {}{}",
+        "scenario 1 (policy for w0): view published at {}; {} w0 replicas acked: {}; wrong content {}, extra snapshots {}; other {} streams that received anything within {} after: {}{}; CPU {:.0} ms (incl. the quiet period)",
         bench.published_after(base, t0),
         s1.latencies.len(),
         summary(&s1.latencies),
@@ -455,7 +469,8 @@ async fn run() {
         streams - replicas,
         ms(QUIET_PERIOD),
         others.len(),
-        if others.is_empty() { " (OK: only the affected workload was pushed)" } else { " (UNEXPECTED)" }
+        if others.is_empty() { " (OK: only the affected workload was pushed)" } else { " (UNEXPECTED)" },
+        s1_cpu
     ));
     println!("{}", bench.results.last().expect("line"));
 
@@ -527,6 +542,10 @@ async fn run() {
     println!("{}", bench.results[bench.results.len() - 2]);
     println!("{}", bench.results.last().expect("line"));
 
+    let wall = wall0.elapsed().as_secs_f64();
+    let others_cpu = (machine_busy_ticks() - machine0).saturating_sub(cpu_ticks() - own0) as f64 / CLOCK_TICKS_PER_SEC;
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+
     // The operator's own view.
     let text = bench.running.metrics.encode();
     let connected_metric = bench.metric(&text, "trustmesh_proxies_connected");
@@ -551,8 +570,8 @@ async fn run() {
     }
     println!("(CPU and memory are the whole process: operator + simulated clients; an upper bound for the operator alone)");
     println!(
-        "machine: {} cores; loadavg at start {} at end {}",
-        std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+        "machine: {cores} cores; during the scenarios ({wall:.1} s) other processes used {:.0}% of the machine; loadavg at start {} at end {}",
+        others_cpu / (wall * cores as f64) * 100.0,
         load_start.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
         std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
     );

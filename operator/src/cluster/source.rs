@@ -96,7 +96,7 @@ pub fn view(settings: &MeshSettings, objs: &ClusterObjects, version: u64) -> (Me
             }
         }
     }
-    (MeshView { settings: settings.clone(), compiled, join_tokens: BTreeMap::new(), addresses, version }, matched)
+    (MeshView { settings: settings.clone(), compiled, join_tokens: BTreeMap::new(), addresses, version, cache: Default::default() }, matched)
 }
 
 /// The reflector stores.

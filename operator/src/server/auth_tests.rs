@@ -33,7 +33,7 @@ fn key(ns: &str, name: &str) -> ObjectKey {
 fn view(identities: Vec<WorkloadIdentity>) -> MeshView {
     let settings = MeshSettings::new(TrustDomain::new("cluster.local").unwrap(), DefaultAction::Deny);
     let compiled = compile(&settings, &DesiredState { identities, ..Default::default() });
-    MeshView { settings, compiled, join_tokens: BTreeMap::new(), addresses: BTreeMap::new(), version: 1 }
+    MeshView { settings, compiled, join_tokens: BTreeMap::new(), addresses: BTreeMap::new(), version: 1, cache: Default::default() }
 }
 
 /// `shop/orders-api` covers SA `orders` pods labelled app=orders; the same SA name in `web` and

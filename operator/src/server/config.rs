@@ -115,17 +115,15 @@ impl Config for ConfigService {
             let mut last_content = None;
             loop {
                 let current = view.borrow_and_update().clone();
-                let Some(mut snapshot) = current.snapshot_for(&key) else {
+                let Some(content) = current.snapshot_json(&key) else {
                     let _ = tx.send(Err(Status::not_found(format!("WorkloadIdentity {key} is gone or not servable")))).await;
                     break;
                 };
-                snapshot.version = String::new();
-                let content = serde_json::to_string(&snapshot).unwrap_or_default();
                 if last_content.as_ref() != Some(&content) {
-                    snapshot.version = current.version.to_string();
+                    // The JSON carries an empty version; the message's version field is authoritative.
                     let msg = SnapshotMessage {
-                        version: snapshot.version.clone(),
-                        snapshot_json: serde_json::to_string(&snapshot).unwrap_or_default(),
+                        version: current.version.to_string(),
+                        snapshot_json: content.as_str().to_owned(),
                         trust_bundle_der: ca.bundle().roots_der().iter().map(|r| r.to_vec()).collect(),
                     };
                     registry.with(|m| {
