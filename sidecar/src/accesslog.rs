@@ -10,7 +10,6 @@ use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tokio::sync::mpsc;
 use trustmesh_core::policy::{Decided, Decision};
 
 /// One decision to log.
@@ -36,8 +35,11 @@ pub struct Entry<'a> {
 /// Where access log lines go.
 #[derive(Clone)]
 pub struct AccessLog {
-    tx: Option<mpsc::Sender<String>>,
+    tx: Option<std::sync::mpsc::SyncSender<String>>,
 }
+
+/// How often the writer drains and flushes: lines are batched instead of waking a thread per line.
+const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -49,15 +51,25 @@ pub fn request_id() -> String {
 impl AccessLog {
     /// Logs to stdout through a background writer.
     pub fn stdout() -> Self {
-        let (tx, mut rx) = mpsc::channel::<String>(8192);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<String>(65536);
         std::thread::spawn(move || {
             let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::new(stdout.lock());
-            while let Some(line) = rx.blocking_recv() {
-                let _ = out.write_all(line.as_bytes());
-                if rx.is_empty() {
-                    let _ = out.flush();
+            let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
+            loop {
+                std::thread::sleep(FLUSH_EVERY);
+                loop {
+                    match rx.try_recv() {
+                        Ok(line) => {
+                            let _ = out.write_all(line.as_bytes());
+                        }
+                        Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                        Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                            let _ = out.flush();
+                            return;
+                        }
+                    }
                 }
+                let _ = out.flush();
             }
         });
         Self { tx: Some(tx) }

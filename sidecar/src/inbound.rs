@@ -107,6 +107,8 @@ async fn connection(tcp: TcpStream, remote: SocketAddr, target: AppTarget, share
 struct Conn {
     peer: Option<SpiffeId>,
     peer_str: String,
+    /// `x-trustmesh-peer` for the app, built once per connection.
+    peer_header: Option<http::HeaderValue>,
     app: SocketAddr,
     authority: http::uri::Authority,
 }
@@ -134,10 +136,12 @@ where
     let conn = Arc::new(Conn {
         peer_str: peer.as_ref().map_or_else(|| "unauthenticated".to_owned(), ToString::to_string),
         authority: app.to_string().parse().map_err(|_| "bad app address")?,
+        peer_header: peer.as_ref().and_then(|p| http::HeaderValue::from_str(p.as_str()).ok()),
         peer,
         app,
     });
     match protocol {
+        Protocol::Closed => Ok(()),
         Protocol::Opaque => tcp(stream, conn, shared).await,
         Protocol::Http1 | Protocol::Http2 => http(stream, conn, shared).await,
     }
@@ -275,8 +279,8 @@ async fn forward(req: Request<Incoming>, path: String, conn: &Conn, shared: &Sha
     parts.version = http::Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(PEER_HEADER);
-    if let Some(v) = conn.peer.as_ref().and_then(|p| http::HeaderValue::from_str(p.as_str()).ok()) {
-        parts.headers.insert(PEER_HEADER, v);
+    if let Some(v) = &conn.peer_header {
+        parts.headers.insert(PEER_HEADER, v.clone());
     }
     match tokio::time::timeout(shared.limits.request_timeout, shared.app.request(Request::from_parts(parts, body))).await {
         Ok(Ok(resp)) => {

@@ -65,6 +65,8 @@ pub enum Protocol {
     Http2,
     /// Anything else, or nothing within the detection time (server-speaks-first protocols).
     Opaque,
+    /// The peer closed the connection without sending a byte (a port check): nothing to decide.
+    Closed,
 }
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -95,6 +97,7 @@ pub async fn detect<S: AsyncRead + Unpin>(stream: &mut S, wait: Duration) -> io:
         let read = tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await;
         match read {
             Err(_) => return Ok((Protocol::Opaque, buf)),
+            Ok(Ok(0)) if buf.is_empty() => return Ok((Protocol::Closed, buf)),
             Ok(Ok(0)) => return Ok((Protocol::Opaque, buf)),
             Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
             Ok(Err(e)) => return Err(e),

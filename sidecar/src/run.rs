@@ -102,6 +102,9 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         IdentitySource::Files(dir) => {
             let (chain, key, bundle) = read_files(dir).map_err(|reason| RunError::Files { dir: dir.clone(), reason })?;
             cert.set(tls::certified_key(chain, key)?)?;
+            if let Some(t) = cert.not_after().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()) {
+                metrics.svid_expiry_seconds.set(t.as_secs() as i64);
+            }
             bundle_tx.send_replace(bundle);
         }
         IdentitySource::Operator { addr, bundle, operator_id, credential } => {

@@ -63,14 +63,16 @@ pub fn read_snapshot(path: &PathBuf) -> Result<Snapshot, SnapshotError> {
 /// Watches a snapshot file (polling its size and modification time every `interval`) and
 /// publishes every good version on `tx`. Runs until `tx` has no receivers.
 pub async fn watch_file(path: PathBuf, interval: Duration, tx: watch::Sender<Option<Arc<Active>>>) {
-    let mut seen = None;
+    // The caller read the file once already: reload only when it changes from here on.
+    let stamp_of = |p: &PathBuf| std::fs::metadata(p).ok().map(|m| (m.len(), m.modified().ok()));
+    let mut seen = stamp_of(&path);
     let mut ticker = tokio::time::interval(interval);
     loop {
         ticker.tick().await;
         if tx.is_closed() {
             return;
         }
-        let stamp = std::fs::metadata(&path).ok().map(|m| (m.len(), m.modified().ok()));
+        let stamp = stamp_of(&path);
         if stamp.is_none() || stamp == seen {
             continue;
         }
