@@ -121,8 +121,10 @@ fn policy_edits_and_quarantine_reach_running_sidecars() {
     // A policy edit reaches the running server sidecar over Config.Watch.
     std::fs::write(dir.join("resources/policy.yaml"), policy("GET, POST")).unwrap();
     eventually(Duration::from_secs(5), "the edited policy to allow POST", || (request(&mut conn, "POST") == 200).then_some(()));
-    let log = server.output();
-    let allow_line = log.lines().rev().find(|l| l.contains("\"method\":\"POST\"") && l.contains("\"decision\":\"allow\"")).expect("an access-log line for the allowed POST");
+    // The access log is written in batches (every 20 ms): wait for the line.
+    let allow_line = eventually(Duration::from_secs(5), "an access-log line for the allowed POST", || {
+        server.output().lines().rev().find(|l| l.contains("\"method\":\"POST\"") && l.contains("\"decision\":\"allow\"")).map(str::to_owned)
+    });
     assert!(allow_line.contains("\"policy\":\"default/server-callers@2\""), "the log names the new generation: {allow_line}");
 
     // Quarantine the client: the open connection is closed and new ones are refused.
