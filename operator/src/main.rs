@@ -160,11 +160,14 @@ fn ttl_flag(flag: &str, value: &str) -> anyhow::Result<Duration> {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The demo prints its own story; the servers log at info.
+    let default_level = if matches!(cli.command, Command::Demo) { "warn" } else { "info" };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_level.into()))
         .with_writer(std::io::stderr)
         .init();
-    match run(Cli::parse()) {
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
