@@ -202,10 +202,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Init(args) => init(args),
         Command::Run(args) => {
-            let mut rt = tokio::runtime::Builder::new_multi_thread();
-            if let Some(n) = args.workers {
-                rt.worker_threads(n.max(1));
-            }
+            // One worker: a current-thread runtime (no cross-thread wake-ups or work stealing).
+            let mut rt = match args.workers {
+                Some(1) => tokio::runtime::Builder::new_current_thread(),
+                Some(n) => {
+                    let mut b = tokio::runtime::Builder::new_multi_thread();
+                    b.worker_threads(n.max(1));
+                    b
+                }
+                None => tokio::runtime::Builder::new_multi_thread(),
+            };
             let rt = rt.enable_all().build().context("starting the async runtime")?;
             rt.block_on(async { Ok::<_, anyhow::Error>(trustmesh_sidecar::run::run(run_options(*args)?).await?) })
         }
