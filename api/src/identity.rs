@@ -6,13 +6,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::condition::Condition;
 
-/// Shortest certificate lifetime a WorkloadIdentity may ask for.
-pub const MIN_TTL: &str = "5m";
-/// Longest certificate lifetime a WorkloadIdentity may ask for.
-pub const MAX_TTL: &str = "24h";
-/// Certificate lifetime when `spec.ttl` is not set.
-pub const DEFAULT_TTL: &str = "1h";
-
 /// Registers the pods of one service account (optionally narrowed by `podSelector`) as one
 /// workload identity. Their sidecars get short-lived X.509-SVIDs for the SPIFFE ID
 /// `spiffe://<trust-domain>/ns/<namespace>/sa/<serviceAccount>`. A pod whose service account has no

@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod compile;
 pub mod crdgen;
 pub mod demo;
+pub mod fsutil;
 pub mod local;
 pub mod metrics;
 pub mod run;

@@ -2,7 +2,6 @@
 //! port that serves `/metrics`, `/healthz` and the trust bundle.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -90,7 +89,7 @@ impl Metrics {
 
     /// Recomputes the policy-coverage gauge: workloads whose unmatched calls are denied, only
     /// audited, or allowed (unprotected).
-    pub fn set_coverage(&self, view: &crate::state::MeshView, _policies: &[trustmesh_api::AccessPolicy]) {
+    pub fn set_coverage(&self, view: &crate::state::MeshView) {
         use trustmesh_core::policy::DefaultAction;
         let mut counts = [0i64; 3];
         for w in view.compiled.workloads.values() {
@@ -147,9 +146,4 @@ fn route(req: &Request<hyper::body::Incoming>, metrics: &Metrics, bundle: &(dyn 
         resp.headers_mut().insert(http::header::CONTENT_TYPE, v);
     }
     resp
-}
-
-/// Binds the metrics listener (a helper so `main` can report a clear error).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
 }

@@ -46,17 +46,8 @@ pub(crate) fn check_signing(
             found: "not ECDSA P-256".to_owned(),
         });
     }
-    let certs = chain
-        .iter()
-        .enumerate()
-        .map(|(i, der)| pki::parse_x509(der, TLS_CRT, i))
-        .collect::<Result<Vec<_>, _>>()?;
-    let Some(signing) = certs.first() else {
-        return Err(CaError::InvalidPem {
-            field: TLS_CRT,
-            reason: "holds no certificate".to_owned(),
-        });
-    };
+    let certs = parse_chain(chain)?;
+    let signing = &certs[0];
     let kind = pki::key_kind(signing.public_key());
     if kind != KeyKind::P256 {
         return Err(CaError::UnsupportedCaKey {
@@ -100,17 +91,8 @@ pub(crate) fn anchor_chain(
     bundle: &TrustBundle,
     now: OffsetDateTime,
 ) -> Result<(Vec<Vec<u8>>, OffsetDateTime), CaError> {
-    let certs = chain
-        .iter()
-        .enumerate()
-        .map(|(i, der)| pki::parse_x509(der, TLS_CRT, i))
-        .collect::<Result<Vec<_>, _>>()?;
-    let Some(signing) = certs.first() else {
-        return Err(CaError::InvalidPem {
-            field: TLS_CRT,
-            reason: "holds no certificate".to_owned(),
-        });
-    };
+    let certs = parse_chain(chain)?;
+    let signing = &certs[0];
     let roots = bundle
         .roots_der()
         .iter()
@@ -155,4 +137,17 @@ pub(crate) fn anchor_chain(
         field: TLS_CRT,
         reason: "holds no certificate".to_owned(),
     })
+}
+
+/// Parses `tls.crt`'s certificates; at least one (the signing certificate) must be there.
+fn parse_chain<'a>(chain: &'a [CertificateDer<'static>]) -> Result<Vec<x509_parser::certificate::X509Certificate<'a>>, CaError> {
+    let certs = chain
+        .iter()
+        .enumerate()
+        .map(|(i, der)| pki::parse_x509(der, TLS_CRT, i))
+        .collect::<Result<Vec<_>, _>>()?;
+    if certs.is_empty() {
+        return Err(CaError::InvalidPem { field: TLS_CRT, reason: "holds no certificate".to_owned() });
+    }
+    Ok(certs)
 }

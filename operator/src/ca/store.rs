@@ -3,9 +3,8 @@
 //! mode) or as the data of a Kubernetes Secret.
 
 use std::collections::BTreeMap;
-use std::fs::{DirBuilder, File, OpenOptions};
-use std::io::{ErrorKind, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs::{DirBuilder, File};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 use trustmesh_core::spiffe::TrustDomain;
@@ -151,31 +150,10 @@ fn read(path: &Path) -> Result<String, CaError> {
     })
 }
 
-/// Writes `dir/name` through a temporary file created with `mode`, then renames it into place.
+/// Writes `dir/name` atomically with `mode` (see [`crate::fsutil::write_atomic`]).
 fn write_atomic(dir: &Path, name: &str, contents: &[u8], mode: u32) -> Result<(), CaError> {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let io = |action: &'static str, path: &Path| {
-        let path = path.to_owned();
-        move |source| CaError::Io {
-            action,
-            path,
-            source,
-        }
-    };
-    match std::fs::remove_file(&tmp) {
-        Err(e) if e.kind() != ErrorKind::NotFound => return Err(io("remove stale", &tmp)(e)),
-        _ => {}
-    }
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(io("create", &tmp))?;
-    file.write_all(contents).map_err(io("write", &tmp))?;
-    file.sync_all().map_err(io("sync", &tmp))?;
-    drop(file);
-    std::fs::rename(&tmp, dir.join(name)).map_err(io("rename into place", &tmp))
+    let path = dir.join(name);
+    crate::fsutil::write_atomic(&path, contents, mode).map_err(|source| CaError::Io { action: "write", path, source })
 }
 
 fn sync_dir(dir: &Path) -> Result<(), CaError> {

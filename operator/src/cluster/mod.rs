@@ -190,7 +190,7 @@ pub async fn run(opts: ClusterOptions) -> Result<(), ClusterError> {
             metrics.reconcile_errors.get_or_create(&crate::metrics::ReasonLabel { reason: "webhook_ca" }).inc();
             tracing::warn!(error = %e, "cannot keep the webhook caBundle current");
         }
-        metrics.set_coverage(&current, &objs.policies);
+        metrics.set_coverage(&current);
     }
 }
 

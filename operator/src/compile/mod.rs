@@ -151,11 +151,6 @@ pub struct CompiledMesh {
 }
 
 impl CompiledMesh {
-    /// The workload whose SPIFFE ID this is.
-    pub fn workload_by_id(&self, id: &SpiffeId) -> Option<&CompiledWorkload> {
-        self.workloads.values().find(|w| &w.spiffe_id == id)
-    }
-
     /// SPIFFE IDs of suspended identities (the revocation list every sidecar gets).
     pub fn revoked(&self) -> BTreeSet<SpiffeId> {
         self.workloads.values().filter(|w| w.suspended).map(|w| w.spiffe_id.clone()).collect()

@@ -20,8 +20,6 @@ pub mod model;
 pub mod watch;
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -233,16 +231,7 @@ fn read(path: &Path) -> Result<String, LocalError> {
     std::fs::read_to_string(path).map_err(|source| LocalError::Io { path: path.to_owned(), source })
 }
 
-/// Writes `contents` to `path` with the given mode, replacing it atomically (temp file + rename),
-/// so a reader never sees half a file and a secret is never briefly world-readable.
+/// Writes `contents` to `path` with the given mode, atomically (see [`crate::fsutil::write_atomic`]).
 pub fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), LocalError> {
-    let io = |source| LocalError::Io { path: path.to_owned(), source };
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(io)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp).map_err(io)?;
-    f.write_all(contents).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    crate::fsutil::write_atomic(path, contents, mode).map_err(|source| LocalError::Io { path: path.to_owned(), source })
 }
