@@ -41,5 +41,10 @@ cargo --version
 openssl version
 python3 -c 'import spiffe, importlib.metadata as m; print("py-spiffe", m.version("spiffe"))'
 
+# The end-to-end tests in tests/ run the real binaries of other packages; cargo builds a package's
+# binaries only for that package's own integration tests, so build them all first.
+echo "== cargo build (the binaries the end-to-end tests run)"
+cargo build --workspace --bins --locked
+
 echo "== cargo test (every crate, every tier that runs without a cluster)"
-cargo test --workspace --locked
+cargo test --workspace --locked --no-fail-fast

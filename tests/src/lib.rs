@@ -2,7 +2,8 @@
 //! processes that are killed when the test ends, and waiting without fixed sleeps.
 //!
 //! The tests run the real `trustmesh-operator` and `trustmesh-sidecar` binaries; `cargo test
-//! --workspace` builds them before running any test.
+//! --workspace` does not build another package's binaries, so `scripts/test.sh` runs `cargo build
+//! --workspace --bins` first.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
