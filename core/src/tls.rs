@@ -218,7 +218,7 @@ pub fn placeholder_server_name() -> ServerName<'static> {
 /// Parses one DER certificate with nothing after it.
 fn parse<'a>(cert: &'a CertificateDer<'_>) -> Result<X509Certificate<'a>, TlsError> {
     match X509Certificate::from_der(cert.as_ref()) {
-        Ok((rest, parsed)) if rest.is_empty() => Ok(parsed),
+        Ok(([], parsed)) => Ok(parsed),
         Ok((rest, _)) => Err(TlsError::bad_certificate(format!(
             "{} bytes of trailing data",
             rest.len()

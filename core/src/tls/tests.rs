@@ -159,14 +159,12 @@ impl Outcome {
     fn client_err(&self) -> &rustls::Error {
         self.client
             .as_ref()
-            .err()
-            .expect("client should have failed")
+            .expect_err("client should have failed")
     }
     fn server_err(&self) -> &rustls::Error {
         self.server
             .as_ref()
-            .err()
-            .expect("server should have failed")
+            .expect_err("server should have failed")
     }
 }
 

@@ -216,7 +216,7 @@ impl CertificateAuthority {
         now: SystemTime,
     ) -> Result<IssuedSvid, CaError> {
         let csr = match X509CertificationRequest::from_der(csr_der) {
-            Ok((rest, csr)) if rest.is_empty() => csr,
+            Ok(([], csr)) => csr,
             Ok(_) => {
                 return Err(CaError::InvalidCsr {
                     reason: "trailing bytes after the request".to_owned(),

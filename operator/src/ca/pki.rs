@@ -101,7 +101,7 @@ pub(crate) fn parse_x509<'a>(
     index: usize,
 ) -> Result<X509Certificate<'a>, CaError> {
     match x509_parser::parse_x509_certificate(der) {
-        Ok((rest, cert)) if rest.is_empty() => Ok(cert),
+        Ok(([], cert)) => Ok(cert),
         Ok(_) => Err(CaError::InvalidCertificate {
             field,
             index,

@@ -53,8 +53,11 @@ pub struct ProbePlan {
     pub warnings: Vec<String>,
 }
 
-/// The three probe fields of a container: JSON name and accessor.
-const PROBES: [(&str, fn(&Container) -> Option<&Probe>); 3] = [
+/// A probe field of a container: JSON name and accessor.
+type ProbeField = (&'static str, fn(&Container) -> Option<&Probe>);
+
+/// The three probe fields of a container.
+const PROBES: [ProbeField; 3] = [
     ("livenessProbe", |c| c.liveness_probe.as_ref()),
     ("readinessProbe", |c| c.readiness_probe.as_ref()),
     ("startupProbe", |c| c.startup_probe.as_ref()),
@@ -99,10 +102,10 @@ fn plan_container(plan: &mut ProbePlan, list: &str, index: usize, c: &Container)
             if let Some(port) = resolve(c, &tcp.port, plan, &what) {
                 exclude(plan, port, &what, "a tcpSocket probe");
             }
-        } else if let Some(grpc) = &probe.grpc {
-            if let Some(port) = resolve(c, &IntOrString::Int(grpc.port), plan, &what) {
-                exclude(plan, port, &what, "a gRPC probe");
-            }
+        } else if let Some(grpc) = &probe.grpc
+            && let Some(port) = resolve(c, &IntOrString::Int(grpc.port), plan, &what)
+        {
+            exclude(plan, port, &what, "a gRPC probe");
         }
     }
 }
