@@ -53,6 +53,17 @@ pub struct WorkloadIdentitySpec {
     #[x_kube(validation = Rule::new("self != '' && duration(self) >= duration('5m') && duration(self) <= duration('24h')").message("ttl must be between 5m and 24h, written like 1h or 30m"))]
     pub ttl: Option<String>,
 
+    /// Ports on which the app speaks a protocol that is not HTTP, above all one where the server
+    /// speaks first (databases, SMTP, ...). Connections to them are authorized once, by caller
+    /// and port, as soon as the TLS handshake ends, without waiting to detect HTTP; rules with
+    /// methods or paths do not apply there (an Allow rule limited to them matches nothing, a Deny
+    /// rule limited to them denies the connection). Default (empty): HTTP/1.1 and HTTP/2 are
+    /// detected on every port and other client-first protocols are treated as opaque, while a
+    /// server-first protocol on an undeclared port waits 500 ms for detection. At most 64.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(range(min = 1, max = 65535)))]
+    pub opaque_ports: Vec<u16>,
+
     /// Quarantine switch. `true` stops certificate issuance at once and makes every sidecar refuse
     /// new connections from and to this identity and close the open ones. Default `false`.
     #[serde(default)]

@@ -84,6 +84,8 @@ fn crds_carry_names_columns_status_and_schema_bounds() {
     assert!(spec["properties"]["ttl"].get("default").is_none(), "the mesh default applies, not a schema default");
     assert_eq!(spec["required"], json!(["serviceAccount"]));
     assert!(spec["properties"]["serviceAccount"]["description"].as_str().unwrap().contains("SPIFFE ID"));
+    let opaque = &spec["properties"]["opaquePorts"];
+    assert_eq!((opaque["maxItems"].as_u64(), opaque["items"]["minimum"].as_f64(), opaque["items"]["maximum"].as_f64()), (Some(64), Some(1.0), Some(65535.0)));
 
     let a = serde_json::to_value(AccessPolicy::crd()).unwrap();
     assert_eq!(a["spec"]["names"]["shortNames"], json!(["acp"]));

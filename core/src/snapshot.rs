@@ -12,15 +12,29 @@ use serde::{Deserialize, Serialize};
 use crate::policy::WorkloadPolicy;
 use crate::spiffe::SpiffeId;
 
-/// What happens to outbound connections to destinations the snapshot does not know.
+/// What happens to outbound connections to destinations the snapshot does not know. Users
+/// write `open` or `locked` (namespace label, mesh settings); the snapshot says `allow`/`deny`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Egress {
     /// Pass them through unchanged (plain TCP).
     #[default]
+    #[serde(alias = "open")]
     Allow,
     /// Refuse them (locked egress).
+    #[serde(alias = "locked")]
     Deny,
+}
+
+impl std::str::FromStr for Egress {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "open" => Ok(Self::Allow),
+            "locked" => Ok(Self::Deny),
+            other => Err(format!("unknown egress mode {other:?}: use open or locked")),
+        }
+    }
 }
 
 /// A meshed destination: where it is and who must answer there (secure naming).

@@ -50,6 +50,10 @@ struct RunArgs {
     /// deny | audit | allow: what happens to calls no enforced rule matches.
     #[arg(long, default_value = "deny")]
     default_action: String,
+    /// open | locked: whether sidecars pass through connections to destinations that are not
+    /// meshed, or refuse them. A namespace label trustmesh.dev/egress overrides it.
+    #[arg(long, default_value = "open")]
+    egress: String,
     /// strict | permissive: whether injected sidecars accept plaintext callers.
     #[arg(long, default_value = "strict")]
     mtls_mode: String,
@@ -184,6 +188,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 pod_name: a.pod_name,
                 trust_domain: TrustDomain::new(&a.trust_domain).with_context(|| format!("--trust-domain {:?}", a.trust_domain))?,
                 default_action: a.default_action.parse().map_err(anyhow::Error::msg).context("--default-action")?,
+                egress: a.egress.parse().map_err(anyhow::Error::msg).context("--egress")?,
                 permissive: match a.mtls_mode.as_str() {
                     "strict" => false,
                     "permissive" => true,

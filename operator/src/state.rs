@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
-use trustmesh_core::snapshot::{Destination, Egress, Snapshot};
+use trustmesh_core::snapshot::{Destination, Snapshot};
 
 use crate::compile::{CompiledMesh, MeshSettings, ObjectKey, compile};
 use crate::local::LocalState;
@@ -88,9 +88,9 @@ impl MeshView {
             version: self.version.to_string(),
             inbound: workload.policy.clone(),
             destinations,
-            egress: Egress::Allow,
+            egress: workload.egress,
             revoked: self.compiled.revoked(),
-            opaque_ports: Default::default(),
+            opaque_ports: workload.opaque_ports.clone(),
         })
     }
 }

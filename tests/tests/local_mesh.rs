@@ -138,3 +138,97 @@ fn policy_edits_and_quarantine_reach_running_sidecars() {
     assert!(text(&m).contains("trustmesh_proxies_connected 2"), "{}", text(&m));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A server that speaks first (like SMTP or a database): a banner line on every connection.
+fn banner_server() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let _ = stream.write_all(b"220 external ready\r\n");
+        }
+    });
+    port
+}
+
+/// The first line a fresh connection to `port` receives ("" when it is closed without one).
+fn first_line(port: u16) -> String {
+    let mut line = String::new();
+    let _ = BufReader::new(connect(port)).read_line(&mut line);
+    line
+}
+
+/// What a sidecar's admin port says it enforces (`/config`).
+fn config_of(admin: u16) -> serde_json::Value {
+    let out = run(Command::new("curl").args(["-sf", &format!("http://127.0.0.1:{admin}/config")]));
+    serde_json::from_str(&text(&out)).expect("/config is JSON")
+}
+
+/// The newest inbound access-log line of a sidecar that records a decision.
+fn last_inbound_decision(sidecar: &Proc) -> Option<String> {
+    sidecar.output().lines().rev().find(|l| l.contains("\"direction\":\"inbound\"") && l.contains("\"decision\":")).map(str::to_owned)
+}
+
+#[test]
+fn egress_lock_and_opaque_ports_reach_running_sidecars() {
+    let dir = std::env::temp_dir().join(format!("trustmesh-local-egress-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let op = |args: &[&str]| {
+        let o = run(Command::new(bin("trustmesh-operator")).args(["local"]).args(args));
+        assert!(o.status.success(), "{}", text(&o));
+    };
+    let d = dir.to_str().unwrap();
+    let (inbound, meshed, external, grpc) = (free_port(), free_port(), free_port(), free_port());
+    op(&["init", d]);
+    op(&["add-workload", d, "--name", "client"]);
+    op(&["add-workload", d, "--name", "server", "--address", &format!("127.0.0.1:{inbound}")]);
+    let policy = "apiVersion: trustmesh.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: server-callers, namespace: default}\nspec:\n  targetRef: {name: server}\n  rules:\n  - from: [{identity: client}]\n";
+    std::fs::write(dir.join("resources/policy.yaml"), policy).unwrap();
+    let mut cmd = Command::new(bin("trustmesh-operator"));
+    cmd.args(["local", "--dir", d, "--listen", &format!("127.0.0.1:{grpc}")]);
+    let _operator = Proc::spawn(cmd, dir.join("operator.log"));
+    wait_for_port(format!("127.0.0.1:{grpc}").parse().unwrap(), Duration::from_secs(20));
+
+    let (app, outside) = (app(), banner_server());
+    let (admin_s, admin_c) = (free_port(), free_port());
+    let server = sidecar(&dir, grpc, "server", &format!("--inbound 127.0.0.1:{inbound}=127.0.0.1:{app}"), admin_s);
+    let outbound = format!("--outbound 127.0.0.1:{meshed}=127.0.0.1:{inbound} --outbound 127.0.0.1:{external}=127.0.0.1:{outside}");
+    let client = sidecar(&dir, grpc, "client", &outbound, admin_c);
+    for (admin, p) in [(admin_s, &server), (admin_c, &client)] {
+        eventually(Duration::from_secs(20), "the sidecars to be ready (certificate + snapshot)", || {
+            let o = run(Command::new("curl").args(["-sf", &format!("http://127.0.0.1:{admin}/ready")]));
+            o.status.success().then_some(())
+        });
+        assert!(!p.output().contains("panicked"));
+    }
+
+    // Egress is open by default: a destination that is not meshed is passed through.
+    assert_eq!(first_line(external), "220 external ready\r\n");
+    // Locking the namespace's egress refuses it, while the meshed destination keeps working.
+    let ns = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: default\n  labels: {trustmesh.dev/egress: locked}\n";
+    std::fs::write(dir.join("resources/namespace.yaml"), ns).unwrap();
+    eventually(Duration::from_secs(5), "egress to be locked", || first_line(external).is_empty().then_some(()));
+    assert_eq!(request(&mut connect(meshed), "GET"), 200);
+    let refused = eventually(Duration::from_secs(5), "a log line for the refused egress", || {
+        client.output().lines().rev().find(|l| l.contains("egress_locked")).map(str::to_owned)
+    });
+    assert!(refused.contains(&format!("\"port\":{outside}")), "{refused}");
+    assert_eq!(config_of(admin_c)["snapshot"]["egress"], "deny");
+
+    // HTTP is detected on the app port and authorized per request (the log names the method) ...
+    assert_eq!(request(&mut connect(meshed), "GET"), 200);
+    let line = eventually(Duration::from_secs(5), "an HTTP decision", || last_inbound_decision(&server).filter(|l| l.contains("\"method\":\"GET\"")));
+    assert!(line.contains("\"decision\":\"allow\""), "{line}");
+    // ... until the identity declares it opaque: then each connection is authorized once, with
+    // no method or path, and the bytes pass through untouched.
+    let wid = dir.join("resources/workload-default-server.yaml");
+    let yaml = std::fs::read_to_string(&wid).unwrap();
+    std::fs::write(&wid, yaml.replacen("serviceAccount: server", &format!("serviceAccount: server\n  opaquePorts: [{app}]"), 1)).unwrap();
+    eventually(Duration::from_secs(5), "the server sidecar to treat the app port as opaque", || {
+        let status = request(&mut connect(meshed), "GET");
+        let line = last_inbound_decision(&server)?;
+        (status == 200 && !line.contains("\"method\"") && line.contains("\"decision\":\"allow\"")).then_some(())
+    });
+    assert_eq!(config_of(admin_s)["snapshot"]["opaquePorts"], serde_json::json!([app]));
+    let _ = std::fs::remove_dir_all(&dir);
+}

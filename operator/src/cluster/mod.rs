@@ -6,6 +6,7 @@ pub mod lease;
 pub mod secrets;
 pub mod source;
 pub mod status;
+pub mod view;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,6 +43,8 @@ pub struct ClusterOptions {
     pub trust_domain: TrustDomain,
     /// Mesh-wide default action.
     pub default_action: DefaultAction,
+    /// Mesh-wide egress mode for destinations that are not meshed.
+    pub egress: trustmesh_core::snapshot::Egress,
     /// Strict or permissive mTLS for injected sidecars.
     pub permissive: bool,
     /// Secret holding the CA.
@@ -89,7 +92,13 @@ pub enum ClusterError {
 /// Runs cluster mode until the process is stopped.
 pub async fn run(opts: ClusterOptions) -> Result<(), ClusterError> {
     let client = Client::try_default().await.map_err(ClusterError::Client)?;
-    let settings = MeshSettings { trust_domain: opts.trust_domain.clone(), default_action: opts.default_action, default_ttl: opts.default_ttl, max_ttl: opts.max_ttl };
+    let settings = MeshSettings {
+        trust_domain: opts.trust_domain.clone(),
+        default_action: opts.default_action,
+        egress: opts.egress,
+        default_ttl: opts.default_ttl,
+        max_ttl: opts.max_ttl,
+    };
     let ca = Arc::new(secrets::load_or_create_ca(&client, &opts.namespace, &opts.ca_secret, &opts.trust_domain, opts.ca_user_supplied).await?);
     let metrics = Metrics::new();
     let (stores, view, matched) = source::watch_cluster(client.clone(), settings.clone()).await;

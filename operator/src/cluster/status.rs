@@ -54,7 +54,11 @@ pub fn identity_status(wid: &WorkloadIdentity, report: Option<&IdentityReport>, 
     let ready = match (problem, wid.spec.suspended) {
         (Some(p), _) => condition::condition(READY, false, p.reason(), p.to_string(), generation, now.clone()),
         (None, true) => condition::condition(READY, false, "Suspended", "quarantined: no certificates are issued and every sidecar refuses this identity", generation, now.clone()),
-        (None, false) => condition::condition(READY, true, "Issuing", format!("certificates are issued for {matched_pods} matched pod(s)"), generation, now.clone()),
+        (None, false) => {
+            let warnings: String = report.iter().flat_map(|r| &r.warnings).map(|w| format!("; warning: {w}")).collect();
+            let message = format!("certificates are issued for {matched_pods} matched pod(s){warnings}");
+            condition::condition(READY, true, "Issuing", message, generation, now.clone())
+        }
     };
     set_condition(&mut st.conditions, ready);
     let suspended = if wid.spec.suspended {

@@ -11,7 +11,7 @@ use trustmesh_core::policy::DefaultAction;
 use trustmesh_core::spiffe::TrustDomain;
 
 use super::*;
-use crate::cluster::source::{ClusterObjects, view};
+use crate::cluster::view::{ClusterObjects, view};
 use crate::compile::MeshSettings;
 
 fn wid(name: &str, spec: serde_json::Value) -> WorkloadIdentity {

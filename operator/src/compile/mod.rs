@@ -21,9 +21,10 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::ResourceExt;
 use trustmesh_api::duration::parse_duration;
-use trustmesh_api::labels::DEFAULT_POLICY_LABEL;
+use trustmesh_api::labels::{DEFAULT_POLICY_LABEL, EGRESS_LABEL};
 use trustmesh_api::{AccessPolicy, PolicyAction, PolicyMode, WorkloadIdentity};
 use trustmesh_core::policy::{Action, CallerMatch, DefaultAction, Mode, PolicyRef, Rule, WorkloadPolicy};
+use trustmesh_core::snapshot::Egress;
 use trustmesh_core::spiffe::{SpiffeId, TrustDomain};
 
 pub use problem::Problem;
@@ -38,6 +39,9 @@ pub struct MeshSettings {
     pub trust_domain: TrustDomain,
     /// What happens to calls no enforced rule matches, unless a namespace label overrides it.
     pub default_action: DefaultAction,
+    /// Outbound connections to destinations that are not meshed: passed through (`open`) or
+    /// refused (`locked`), unless a namespace label overrides it.
+    pub egress: Egress,
     /// Certificate lifetime of identities that set no `ttl`.
     pub default_ttl: Duration,
     /// Longest certificate lifetime any identity may ask for (at most 24h).
@@ -47,7 +51,7 @@ pub struct MeshSettings {
 impl MeshSettings {
     /// Settings with the default TTLs (1h default, 24h max).
     pub fn new(trust_domain: TrustDomain, default_action: DefaultAction) -> Self {
-        Self { trust_domain, default_action, default_ttl: Duration::from_secs(3600), max_ttl: TTL_BOUNDS.1 }
+        Self { trust_domain, default_action, egress: Egress::Allow, default_ttl: Duration::from_secs(3600), max_ttl: TTL_BOUNDS.1 }
     }
 }
 
@@ -108,6 +112,10 @@ pub struct CompiledWorkload {
     pub suspended: bool,
     /// The inbound policy its sidecars enforce.
     pub policy: WorkloadPolicy,
+    /// Inbound ports authorized per connection without protocol detection.
+    pub opaque_ports: BTreeSet<u16>,
+    /// What its sidecars do with connections to destinations that are not meshed.
+    pub egress: Egress,
 }
 
 /// What compilation found about one WorkloadIdentity.
@@ -117,6 +125,8 @@ pub struct IdentityReport {
     pub spiffe_id: Option<SpiffeId>,
     /// Problems that keep the identity from being served (empty: Ready).
     pub problems: Vec<Problem>,
+    /// Problems that do not: a safe fallback applies until they are fixed.
+    pub warnings: Vec<Problem>,
 }
 
 /// What compilation found about one AccessPolicy.
@@ -234,15 +244,28 @@ fn compile_identity(
     {
         report.problems.push(Problem::BadSelector { field: "spec.podSelector".into(), reason: e.to_string() });
     }
-    let default_action = namespaces
-        .get(namespace.as_str())
-        .and_then(|n| n.labels.get(DEFAULT_POLICY_LABEL))
-        .map_or(Ok(settings.default_action), |v| v.parse::<DefaultAction>());
-    let default_action = match default_action {
-        Ok(a) => a,
-        Err(reason) => {
-            report.problems.push(Problem::BadNamespaceDefault { namespace: namespace.clone(), reason });
+    if wid.spec.opaque_ports.contains(&0) {
+        report.problems.push(Problem::BadPort { field: "spec.opaquePorts".into() });
+    }
+    // A bad namespace label does not stop the identity: the mesh default applies (deny unless
+    // the mesh is configured otherwise), and a bad egress mode locks egress (fail closed).
+    let labels = namespaces.get(namespace.as_str()).map(|n| &n.labels);
+    let default_action = match labels.and_then(|l| l.get(DEFAULT_POLICY_LABEL)).map(|v| v.parse::<DefaultAction>()) {
+        None => settings.default_action,
+        Some(Ok(a)) => a,
+        Some(Err(reason)) => {
+            let fallback = "the mesh default applies";
+            report.warnings.push(Problem::BadNamespaceLabel { namespace: namespace.clone(), label: DEFAULT_POLICY_LABEL, reason, fallback });
             settings.default_action
+        }
+    };
+    let egress = match labels.and_then(|l| l.get(EGRESS_LABEL)).map(|v| v.parse::<Egress>()) {
+        None => settings.egress,
+        Some(Ok(e)) => e,
+        Some(Err(reason)) => {
+            let fallback = "egress is locked";
+            report.warnings.push(Problem::BadNamespaceLabel { namespace: namespace.clone(), label: EGRESS_LABEL, reason, fallback });
+            Egress::Deny
         }
     };
     let workload = match (id, ttl) {
@@ -253,6 +276,8 @@ fn compile_identity(
             pod_selector: wid.spec.pod_selector.clone(),
             ttl,
             suspended: wid.spec.suspended,
+            opaque_ports: wid.spec.opaque_ports.iter().copied().collect(),
+            egress,
         }),
         _ => None,
     };

@@ -42,13 +42,17 @@ pub enum Problem {
         /// What is wrong.
         reason: String,
     },
-    /// The namespace's default-policy label has an unknown value.
-    #[error("namespace {namespace} label trustmesh.dev/default-policy: {reason}; the mesh default applies until it is fixed")]
-    BadNamespaceDefault {
+    /// A namespace label trustmesh reads has an unknown value (a warning: a safe fallback applies).
+    #[error("namespace {namespace} label {label}: {reason}; {fallback} until it is fixed")]
+    BadNamespaceLabel {
         /// The namespace.
         namespace: String,
+        /// The label.
+        label: &'static str,
         /// What is wrong.
         reason: String,
+        /// What applies meanwhile.
+        fallback: &'static str,
     },
     /// `spec.targetRef.name` names no WorkloadIdentity.
     #[error("spec.targetRef.name: no WorkloadIdentity {name:?} in namespace {namespace}; create it or fix targetRef.name")]
@@ -125,7 +129,7 @@ impl Problem {
             Self::DuplicateServiceAccount { .. } => "DuplicateServiceAccount",
             Self::TtlOutOfBounds { .. } | Self::BadTtl { .. } => "InvalidTTL",
             Self::BadSelector { .. } => "InvalidSelector",
-            Self::BadNamespaceDefault { .. } => "InvalidNamespaceDefault",
+            Self::BadNamespaceLabel { .. } => "InvalidNamespaceLabel",
             Self::TargetNotFound { .. } => "TargetNotFound",
             Self::TargetNotReady { .. } => "TargetNotReady",
             Self::NoRules | Self::EmptyFrom { .. } => "EmptyRule",

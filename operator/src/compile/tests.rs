@@ -1,6 +1,7 @@
 //! Compilation scenarios: resources in, per-workload policy and status reports out.
 
 use super::*;
+use trustmesh_api::labels::EGRESS_LABEL;
 use serde_json::json;
 use trustmesh_core::policy::{CompiledPolicy, HttpRequest, Request, normalize_path};
 
@@ -154,4 +155,51 @@ fn suspended_identities_are_revoked_and_compilation_is_deterministic() {
     assert_eq!(a, b);
     let revoked: Vec<String> = a.revoked().iter().map(|id| id.to_string()).collect();
     assert_eq!(revoked, ["spiffe://cluster.local/ns/web/sa/frontend"]);
+}
+
+#[test]
+fn opaque_ports_and_the_namespace_egress_mode_reach_the_workload() {
+    let mut state = shop();
+    state.identities.push(wid("data", "postgres", json!({"serviceAccount": "postgres", "opaquePorts": [5432]})));
+    state.namespaces.push(NamespaceInfo { name: "data".into(), labels: [(EGRESS_LABEL.to_string(), "locked".to_string())].into() });
+    let locked_mesh = MeshSettings { egress: Egress::Deny, ..settings() };
+    for (settings, orders_egress) in [(settings(), Egress::Allow), (locked_mesh, Egress::Deny)] {
+        let mesh = compile(&settings, &state);
+        let postgres = &mesh.workloads[&key("data", "postgres")];
+        assert_eq!(postgres.opaque_ports, [5432].into());
+        assert_eq!(postgres.egress, Egress::Deny, "the namespace label locks egress whatever the mesh says");
+        assert_eq!(mesh.workloads[&key("shop", "orders")].egress, orders_egress, "no label: the mesh setting");
+        assert!(mesh.workloads[&key("shop", "orders")].opaque_ports.is_empty());
+    }
+}
+
+#[test]
+fn a_bad_namespace_label_is_a_warning_with_a_fail_closed_fallback_not_an_outage() {
+    let mut state = shop();
+    let labels = [(EGRESS_LABEL.to_string(), "closed".to_string()), (DEFAULT_POLICY_LABEL.to_string(), "alow".to_string())];
+    state.namespaces.push(NamespaceInfo { name: "web".into(), labels: labels.into() });
+    let mesh = compile(&MeshSettings { default_action: DefaultAction::Deny, ..settings() }, &state);
+    let frontend = &mesh.workloads[&key("web", "frontend")];
+    assert_eq!((frontend.egress, frontend.policy.default_action), (Egress::Deny, DefaultAction::Deny));
+    let report = &mesh.identities[&key("web", "frontend")];
+    assert!(report.problems.is_empty(), "still served: {:?}", report.problems);
+    let warnings: Vec<String> = report.warnings.iter().map(|w| format!("{}: {w}", w.reason())).collect();
+    assert_eq!(
+        warnings,
+        [
+            "InvalidNamespaceLabel: namespace web label trustmesh.dev/default-policy: unknown default action \"alow\": use deny, audit or allow; the mesh default applies until it is fixed",
+            "InvalidNamespaceLabel: namespace web label trustmesh.dev/egress: unknown egress mode \"closed\": use open or locked; egress is locked until it is fixed",
+        ]
+    );
+}
+
+#[test]
+fn port_zero_in_opaque_ports_keeps_the_identity_from_being_served() {
+    let mut state = shop();
+    state.identities.push(wid("data", "postgres", json!({"serviceAccount": "postgres", "opaquePorts": [0]})));
+    let mesh = compile(&settings(), &state);
+    assert!(!mesh.workloads.contains_key(&key("data", "postgres")));
+    let problems: Vec<String> = mesh.identities[&key("data", "postgres")].problems.iter().map(ToString::to_string).collect();
+    assert_eq!(problems.len(), 1);
+    assert!(problems[0].starts_with("spec.opaquePorts"), "{problems:?}");
 }

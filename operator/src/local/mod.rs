@@ -137,7 +137,7 @@ impl LocalDir {
             TrustDomain::new(&config.trust_domain).map_err(|e| LocalError::Config { path: config_path.clone(), reason: format!("trustDomain: {e}") })?;
         let operator_id = SpiffeId::for_service_account(&trust_domain, &config.operator_namespace, OPERATOR_SERVICE_ACCOUNT)
             .map_err(|e| LocalError::Config { path: config_path.clone(), reason: format!("operatorNamespace: {e}") })?;
-        let settings = MeshSettings::new(trust_domain, config.default_action);
+        let settings = MeshSettings { egress: config.egress, ..MeshSettings::new(trust_domain, config.default_action) };
 
         let mut desired = DesiredState::default();
         let mut workloads = Vec::new();

@@ -3,6 +3,7 @@
 use kube::api::ObjectMeta;
 use serde::{Deserialize, Serialize};
 use trustmesh_core::policy::DefaultAction;
+use trustmesh_core::snapshot::Egress;
 
 /// `DIR/mesh.yaml`: mesh-wide settings (what Helm values carry in a cluster).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -13,6 +14,10 @@ pub struct MeshConfig {
     /// `deny` (default), `audit` or `allow`: what happens to calls no enforced rule matches.
     #[serde(default)]
     pub default_action: DefaultAction,
+    /// `open` (default) or `locked`: whether sidecars pass through connections to destinations
+    /// that are not meshed, or refuse them.
+    #[serde(default, skip_serializing_if = "is_open")]
+    pub egress: Egress,
     /// Namespace part of the operator's own SPIFFE ID (`.../ns/<this>/sa/trustmesh-operator`).
     #[serde(default = "default_operator_namespace")]
     pub operator_namespace: String,
@@ -22,6 +27,10 @@ pub struct MeshConfig {
 pub const DEFAULT_OPERATOR_NAMESPACE: &str = "trustmesh-system";
 /// The operator's service account (last segment of its SPIFFE ID).
 pub const OPERATOR_SERVICE_ACCOUNT: &str = "trustmesh-operator";
+
+fn is_open(e: &Egress) -> bool {
+    *e == Egress::Allow
+}
 
 fn default_operator_namespace() -> String {
     DEFAULT_OPERATOR_NAMESPACE.to_owned()
