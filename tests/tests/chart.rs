@@ -21,7 +21,7 @@ const RELEASE: &str = "trustmesh";
 const NAMESPACE: &str = "trustmesh-system";
 
 /// The non-default values of the issue: every mesh-wide setting changed at once.
-const NON_DEFAULT: &str = "defaultPolicy=audit,mtls.mode=permissive,trustDomain=prod.example,\
+const NON_DEFAULT: &str = "defaultPolicy=audit,egress=locked,mtls.mode=permissive,trustDomain=prod.example,\
 webhook.failurePolicy=Ignore,replicaCount=3,ca.existingSecret=my-ca";
 
 fn repo() -> PathBuf {
@@ -179,7 +179,7 @@ fn operator_deployment_with_default_values() {
         strs(&c["args"]),
         [
             "run", "--namespace", "$(POD_NAMESPACE)", "--pod-name", "$(POD_NAME)",
-            "--trust-domain", "cluster.local", "--default-action", "deny", "--mtls-mode", "strict",
+            "--trust-domain", "cluster.local", "--default-action", "deny", "--egress", "open", "--mtls-mode", "strict",
             "--ca-secret", "trustmesh-ca", "--sidecar-image", "trustmesh/trustmesh-sidecar:0.1.0",
             "--webhook-config", "trustmesh-injector", "--service-name", "trustmesh",
             "--listen", "0.0.0.0:15012", "--webhook-listen", "0.0.0.0:15017", "--metrics-listen", "0.0.0.0:15014",
@@ -349,6 +349,7 @@ fn non_default_values_reach_the_operator_and_the_webhook() {
     assert_eq!(one(&docs, "Deployment")["spec"]["replicas"], 3);
     assert_eq!(arg(&docs, "--trust-domain"), "prod.example");
     assert_eq!(arg(&docs, "--default-action"), "audit");
+    assert_eq!(arg(&docs, "--egress"), "locked");
     assert_eq!(arg(&docs, "--mtls-mode"), "permissive");
     assert_eq!(arg(&docs, "--ca-secret"), "my-ca");
     assert!(strs(&operator_container(&docs)["args"]).contains(&"--ca-user-supplied"));
@@ -386,6 +387,7 @@ fn a_single_replica_gets_no_disruption_budget() {
 fn invalid_values_are_refused_with_a_message_naming_them() {
     for (set, expected) in [
         ("defaultPolicy=bogus", "defaultPolicy"),
+        ("egress=closed", "egress"),
         ("mtls.mode=lenient", "mtls/mode"),
         ("webhook.failurePolicy=Maybe", "webhook/failurePolicy"),
         ("webhook.selection=some", "webhook/selection"),
