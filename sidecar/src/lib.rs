@@ -20,3 +20,4 @@ pub mod outbound;
 pub mod proxy;
 pub mod run;
 pub mod state;
+pub mod svid_files;

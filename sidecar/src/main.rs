@@ -41,7 +41,8 @@ enum Command {
 
 #[derive(Args)]
 struct RunArgs {
-    /// Use fixed certificate files from this directory (svid.pem, svid.key, bundle.pem).
+    /// Use certificate files from this directory (svid.pem, svid.key, bundle.pem, as `svid fetch`
+    /// writes them); re-read when they change, so an external rotator can renew them.
     #[arg(long, conflicts_with_all = ["operator", "token_file", "sa_token_file"])]
     svid_dir: Option<PathBuf>,
     /// The operator's gRPC address, host:port (certificates and policy come from it).

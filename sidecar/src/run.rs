@@ -7,8 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::CertificateDer;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use trustmesh_core::proto::v1::identity_client::IdentityClient;
@@ -23,11 +22,13 @@ use crate::metrics::Metrics;
 use crate::outbound::{self, ClientTls, Upstream};
 use crate::proxy::{Limits, Shared};
 use crate::state::{self, Active};
+use crate::svid_files;
 
 /// Where the sidecar's certificate comes from.
 #[derive(Clone, Debug)]
 pub enum IdentitySource {
-    /// Fixed files (`svid.pem`, `svid.key`, `bundle.pem`, as `svid fetch` writes them).
+    /// Files (`svid.pem`, `svid.key`, `bundle.pem`, as `svid fetch` writes them), re-read when
+    /// they change.
     Files(PathBuf),
     /// The operator's `Identity.Sign`, renewed at half-life.
     Operator {
@@ -100,15 +101,16 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let mut tasks = Vec::new();
     match &opts.identity {
         IdentitySource::Files(dir) => {
-            let (chain, key, bundle) = read_files(dir).map_err(|reason| RunError::Files { dir: dir.clone(), reason })?;
-            cert.set(tls::certified_key(chain, key)?)?;
-            if let Some(t) = cert.not_after().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()) {
-                metrics.svid_expiry_seconds.set(t.as_secs() as i64);
+            let stamps = svid_files::Stamps::of(dir);
+            let not_after = svid_files::load(dir, &cert, &bundle_tx).map_err(|reason| RunError::Files { dir: dir.clone(), reason })?;
+            if let Ok(t) = not_after.duration_since(std::time::UNIX_EPOCH) {
+                metrics.svid_expiry_seconds.set(i64::try_from(t.as_secs()).unwrap_or(i64::MAX));
             }
-            bundle_tx.send_replace(bundle);
+            let watch = svid_files::watch(dir.clone(), stamps, Duration::from_secs(1), cert.clone(), bundle_tx.clone(), metrics.clone());
+            tasks.push(tokio::spawn(watch));
         }
         IdentitySource::Operator { addr, bundle, operator_id, credential } => {
-            let roots = read_certs(bundle).map_err(|reason| RunError::Files { dir: bundle.clone(), reason })?;
+            let roots = svid_files::read_certs(bundle).map_err(|reason| RunError::Files { dir: bundle.clone(), reason })?;
             bundle_tx.send_replace(roots.clone());
             let channel = crate::control::channel(addr.clone(), &roots, operator_id.clone(), None)?;
             let signer = GrpcSigner(IdentityClient::new(channel));
@@ -222,26 +224,4 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
     }
-}
-
-/// Reads PEM certificates from a file.
-pub fn read_certs(path: &PathBuf) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{} holds no certificate", path.display()));
-    }
-    Ok(certs)
-}
-
-type Files = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>, Vec<CertificateDer<'static>>);
-
-fn read_files(dir: &std::path::Path) -> Result<Files, String> {
-    let chain = read_certs(&dir.join("svid.pem"))?;
-    let key_path = dir.join("svid.key");
-    let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| format!("{}: {e}", key_path.display()))?;
-    let bundle = read_certs(&dir.join("bundle.pem"))?;
-    Ok((chain, key, bundle))
 }
