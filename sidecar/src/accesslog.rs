@@ -26,10 +26,19 @@ pub struct Entry<'a> {
     pub port: u16,
     /// HTTP method and path (`None` for opaque TCP).
     pub http: Option<(&'a str, &'a str)>,
-    /// The decision (`None` when refused before policy, e.g. a malformed path or revocation).
-    pub decision: Option<&'a Decision<'a>>,
-    /// When `decision` is `None`: `deny` plus why.
-    pub refused: Option<&'a str>,
+    /// What happened.
+    pub outcome: Outcome<'a>,
+}
+
+/// What happened to a connection or request.
+pub enum Outcome<'a> {
+    /// The policy decided (inbound).
+    Decided(&'a Decision<'a>),
+    /// Refused before or without a policy decision (malformed path, revocation, locked egress,
+    /// failed handshake, ...): `deny` plus why.
+    Refused(&'a str),
+    /// Let through without a policy decision (outbound: `meshed` or `passthrough`).
+    Passed(&'a str),
 }
 
 /// Where access log lines go.
@@ -104,8 +113,8 @@ pub fn format_line(e: &Entry<'_>) -> String {
         s.push_str(",\"path\":");
         json_str(&mut s, path);
     }
-    match (e.decision, e.refused) {
-        (Some(d), _) => {
+    match e.outcome {
+        Outcome::Decided(d) => {
             let _ = write!(s, ",\"decision\":\"{}\"", d.verdict.as_str());
             by(&mut s, "", &d.by);
             if let Some((would, who)) = &d.audit {
@@ -113,9 +122,13 @@ pub fn format_line(e: &Entry<'_>) -> String {
                 by(&mut s, "audit_", who);
             }
         }
-        (None, reason) => {
+        Outcome::Refused(reason) => {
             s.push_str(",\"decision\":\"deny\",\"reason\":");
-            json_str(&mut s, reason.unwrap_or("refused"));
+            json_str(&mut s, reason);
+        }
+        Outcome::Passed(reason) => {
+            s.push_str(",\"decision\":\"allow\",\"reason\":");
+            json_str(&mut s, reason);
         }
     }
     s.push_str("}\n");

@@ -23,7 +23,7 @@ use trustmesh_core::policy::{self, Decided, HttpRequest, Verdict, normalize_path
 use trustmesh_core::spiffe::SpiffeId;
 use trustmesh_core::tls;
 
-use crate::accesslog::{Entry, request_id};
+use crate::accesslog::{Entry, Outcome, request_id};
 use crate::io::{Prefixed, Protocol, detect};
 use crate::proxy::{Body, ConnGuard, Shared, mesh_response, revoked, strip_hop_by_hop};
 
@@ -118,11 +118,11 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let Some(active) = shared.live.borrow().clone() else {
-        log_refusal(shared, &peer, app.port(), None, "no_snapshot");
+        log_refusal(shared, &request_id(), &peer, app.port(), None, "no_snapshot");
         return Err("no snapshot yet (fail closed)");
     };
     if peer.as_ref().is_some_and(|p| active.snapshot.is_revoked(p)) {
-        log_refusal(shared, &peer, app.port(), None, "revoked");
+        log_refusal(shared, &request_id(), &peer, app.port(), None, "revoked");
         return Err("caller is revoked");
     }
     let opaque = active.snapshot.opaque_ports.contains(&app.port());
@@ -161,8 +161,7 @@ where
         dst: active.snapshot.inbound.workload.as_str(),
         port: conn.app.port(),
         http: None,
-        decision: Some(&decision),
-        refused: None,
+        outcome: Outcome::Decided(&decision),
     });
     let allowed = decision.verdict == Verdict::Allow;
     shared.metrics.decision(false, "inbound", allowed, reason_of(&decision));
@@ -201,7 +200,25 @@ where
     tokio::pin!(served);
     let mut draining = shared.draining.clone();
     tokio::select! {
-        res = served.as_mut() => res.map_err(|_| "http connection error"),
+        res = served.as_mut() => res.map_err(|e| {
+            // hyper has answered malformed HTTP/1 with 400 (431 for oversized headers) and a
+            // slow client's header timeout with 408; log it like any other refusal.
+            let reason = e.downcast_ref::<hyper::Error>().and_then(|h| {
+                if h.is_parse_too_large() {
+                    Some("headers_too_large")
+                } else if h.is_parse() {
+                    Some("bad_request")
+                } else if h.is_timeout() {
+                    Some("header_timeout")
+                } else {
+                    None
+                }
+            });
+            if let Some(reason) = reason {
+                log_refusal(shared, &request_id(), &conn.peer, conn.app.port(), None, reason);
+            }
+            "http connection error"
+        }),
         _ = revoked(shared.live.clone(), conn.peer.clone()) => Err("caller revoked; connection closed"),
         _ = crate::proxy::drained(&mut draining) => {
             served.as_mut().graceful_shutdown();
@@ -217,18 +234,18 @@ async fn request(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Respon
     let path = match normalize_path(req.uri().path()) {
         Ok(p) => p,
         Err(e) => {
-            log_refusal(shared, &conn.peer, port, Some((req.method().as_str(), req.uri().path())), e.reason());
+            log_refusal(shared, &id, &conn.peer, port, Some((req.method().as_str(), req.uri().path())), e.reason());
             shared.metrics.decision(true, "inbound", false, "bad_path");
             return mesh_response(e.http_status(), &id, Some("bad-path"), format!("trustmesh refused the request: {e}\nrequest id: {id}\n"));
         }
     };
     let Some(active) = shared.live.borrow().clone() else {
-        log_refusal(shared, &conn.peer, port, Some((req.method().as_str(), path.as_str())), "no_snapshot");
+        log_refusal(shared, &id, &conn.peer, port, Some((req.method().as_str(), path.as_str())), "no_snapshot");
         shared.metrics.decision(true, "inbound", false, "no_snapshot");
         return mesh_response(503, &id, Some("no-policy-yet"), format!("trustmesh has no policy for this workload yet\nrequest id: {id}\n"));
     };
     if conn.peer.as_ref().is_some_and(|p| active.snapshot.is_revoked(p)) {
-        log_refusal(shared, &conn.peer, port, Some((req.method().as_str(), path.as_str())), "revoked");
+        log_refusal(shared, &id, &conn.peer, port, Some((req.method().as_str(), path.as_str())), "revoked");
         shared.metrics.decision(true, "inbound", false, "revoked");
         return mesh_response(403, &id, Some("revoked"), format!("access denied by trustmesh: caller {} is quarantined\nrequest id: {id}\n", conn.peer_str));
     }
@@ -241,8 +258,7 @@ async fn request(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Respon
         dst: active.snapshot.inbound.workload.as_str(),
         port,
         http: Some((req.method().as_str(), path.as_str())),
-        decision: Some(&decision),
-        refused: None,
+        outcome: Outcome::Decided(&decision),
     });
     let allowed = decision.verdict == Verdict::Allow;
     shared.metrics.decision(true, "inbound", allowed, reason_of(&decision));
@@ -306,11 +322,11 @@ fn reason_of(d: &policy::Decision<'_>) -> &'static str {
     }
 }
 
-fn log_refusal(shared: &Shared, peer: &Option<SpiffeId>, port: u16, http: Option<(&str, &str)>, reason: &str) {
-    let id = request_id();
+/// Logs a refusal under `id` (the request's id when there is a response that carries it).
+fn log_refusal(shared: &Shared, id: &str, peer: &Option<SpiffeId>, port: u16, http: Option<(&str, &str)>, reason: &str) {
     let src = peer.as_ref().map_or("unauthenticated", |p| p.as_str());
     let dst = shared.live.borrow().as_ref().map(|a| a.snapshot.inbound.workload.to_string()).unwrap_or_default();
-    shared.log(&Entry { id: &id, direction: "inbound", src, dst: &dst, port, http, decision: None, refused: Some(reason) });
+    shared.log(&Entry { id, direction: "inbound", src, dst: &dst, port, http, outcome: Outcome::Refused(reason) });
     if http.is_none() {
         shared.metrics.decision(false, "inbound", false, "refused");
     }

@@ -18,7 +18,7 @@ use trustmesh_core::snapshot::Egress;
 use trustmesh_core::spiffe::SpiffeId;
 use trustmesh_core::tls::{self, ExpectedServer, SpiffeServerVerifier, SwappableCert};
 
-use crate::accesslog::{Entry, request_id};
+use crate::accesslog::{Entry, Outcome, request_id};
 use crate::metrics::TlsLabels;
 use crate::proxy::{ConnGuard, Shared, revoked};
 
@@ -102,7 +102,7 @@ async fn connection(mut app: TcpStream, upstream: Upstream, shared: &Shared, _gu
                 Err("egress locked")
             }
             Egress::Allow => {
-                shared.metrics.decision(false, "outbound", true, "passthrough");
+                pass(shared, dst, &me, None, "passthrough");
                 let mut remote = TcpStream::connect(dst).await.map_err(|_| "destination unreachable")?;
                 let _ = remote.set_nodelay(true);
                 let _ = tokio::io::copy_bidirectional(&mut app, &mut remote).await;
@@ -139,7 +139,7 @@ async fn connection(mut app: TcpStream, upstream: Upstream, shared: &Shared, _gu
         }
     };
     let server = tls::peer_identity(remote.get_ref().1.peer_certificates()).ok().flatten();
-    shared.metrics.decision(false, "outbound", true, "meshed");
+    pass(shared, dst, &me, server.as_ref(), "meshed");
     tokio::select! {
         _ = tokio::io::copy_bidirectional(&mut app, &mut remote) => Ok(()),
         _ = revoked(shared.live.clone(), server) => Err("server revoked; connection closed"),
@@ -149,6 +149,16 @@ async fn connection(mut app: TcpStream, upstream: Upstream, shared: &Shared, _gu
 fn refuse(shared: &Shared, dst: SocketAddr, me: &str, reason: &'static str) {
     let id = request_id();
     let (port, dst) = (dst.port(), dst.to_string());
-    shared.log(&Entry { id: &id, direction: "outbound", src: me, dst: &dst, port, http: None, decision: None, refused: Some(reason) });
+    shared.log(&Entry { id: &id, direction: "outbound", src: me, dst: &dst, port, http: None, outcome: Outcome::Refused(reason) });
     shared.metrics.decision(false, "outbound", false, reason);
+}
+
+/// Logs and counts a connection let through: `meshed` (to `server`, the identity it proved) or
+/// `passthrough` (to an address the snapshot does not know).
+fn pass(shared: &Shared, dst: SocketAddr, me: &str, server: Option<&SpiffeId>, reason: &'static str) {
+    let id = request_id();
+    let (port, addr) = (dst.port(), dst.to_string());
+    let dst = server.map_or(addr.as_str(), SpiffeId::as_str);
+    shared.log(&Entry { id: &id, direction: "outbound", src: me, dst, port, http: None, outcome: Outcome::Passed(reason) });
+    shared.metrics.decision(false, "outbound", true, reason);
 }

@@ -214,6 +214,21 @@ fn egress_lock_and_opaque_ports_reach_running_sidecars() {
     });
     assert!(refused.contains(&format!("\"port\":{outside}")), "{refused}");
     assert_eq!(config_of(admin_c)["snapshot"]["egress"], "deny");
+    // Connections let through are logged too, naming the identity the server proved.
+    let passed = eventually(Duration::from_secs(5), "a log line for the meshed connection", || {
+        client.output().lines().rev().find(|l| l.contains("\"reason\":\"meshed\"")).map(str::to_owned)
+    });
+    assert!(passed.contains("\"dst\":\"spiffe://local.trustmesh/ns/default/sa/server\"") && passed.contains("\"decision\":\"allow\""), "{passed}");
+
+    // Malformed HTTP gets a 400 from the server's sidecar and an access-log line, never the app.
+    let mut bad = connect(meshed);
+    bad.write_all(b"GET /api/x HTTP/1.1\r\nhost: server\r\nno colon here\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    let _ = BufReader::new(bad).read_line(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+    eventually(Duration::from_secs(5), "a log line for the malformed request", || {
+        server.output().lines().rev().find(|l| l.contains("\"reason\":\"bad_request\"")).map(|_| ())
+    });
 
     // HTTP is detected on the app port and authorized per request (the log names the method) ...
     assert_eq!(request(&mut connect(meshed), "GET"), 200);
