@@ -111,13 +111,18 @@ pub async fn start_local(opts: LocalOptions) -> Result<Running, RunError> {
     let operator_id = state.operator_id.clone();
     let metrics = Metrics::new();
 
-    let (view_tx, view_rx) = watch::channel(Arc::new(MeshView::from_local(&state, 1)));
+    let initial = Arc::new(MeshView::from_local(&state, 1));
+    metrics.set_coverage(&initial);
+    let (view_tx, view_rx) = watch::channel(initial);
     let mut tasks = Vec::new();
     let mut previous = state.clone();
+    let coverage = metrics.clone();
     tasks.push(tokio::spawn(crate::local::watch::run(dir.clone(), opts.poll_interval, move |mut state| {
         crate::local::carry_generations(Some(&previous), &mut state);
         let version = view_tx.borrow().version + 1;
-        view_tx.send_replace(Arc::new(MeshView::from_local(&state, version)));
+        let view = Arc::new(MeshView::from_local(&state, version));
+        coverage.set_coverage(&view);
+        view_tx.send_replace(view);
         previous = state;
     })));
 

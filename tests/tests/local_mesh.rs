@@ -136,6 +136,13 @@ fn policy_edits_and_quarantine_reach_running_sidecars() {
     assert_eq!(request(&mut fresh, "GET"), 0, "a new connection from a quarantined caller is refused");
     let m = run(Command::new("curl").args(["-sf", &format!("http://127.0.0.1:{metrics}/metrics")]));
     assert!(text(&m).contains("trustmesh_proxies_connected 2"), "{}", text(&m));
+    // Policy coverage is computed in local mode too: client and server, at least, fall under the
+    // mesh default deny.
+    let deny_default = text(&m)
+        .lines()
+        .find_map(|l| l.strip_prefix("trustmesh_policy_coverage_workloads{protection=\"default_deny\"} "))
+        .and_then(|n| n.trim().parse::<i64>().ok());
+    assert!(deny_default.is_some_and(|n| n >= 2), "{}", text(&m));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -16,7 +16,6 @@ use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use trustmesh_api::labels::INJECT;
 use trustmesh_core::policy::DefaultAction;
 use trustmesh_core::proto::v1::config_server::ConfigServer;
 use trustmesh_core::proto::v1::identity_server::IdentityServer;
@@ -184,12 +183,7 @@ pub async fn run(opts: ClusterOptions) -> Result<(), ClusterError> {
             metrics.reconcile_errors.get_or_create(&crate::metrics::ReasonLabel { reason: e.kind() }).inc();
             tracing::warn!(error = %e, "status update failed; retrying on the next change or in 10 s");
         }
-        let injected: Vec<String> = objs
-            .namespaces
-            .iter()
-            .filter(|n| n.metadata.labels.as_ref().and_then(|l| l.get(INJECT)).is_some_and(|v| v == "enabled"))
-            .filter_map(|n| n.metadata.name.clone())
-            .collect();
+        let injected: Vec<String> = view::bundle_namespaces(&objs).into_iter().collect();
         let pem = ca.bundle().to_pem();
         if let Err(e) = secrets::publish_bundle(&client, &injected, &pem).await {
             metrics.reconcile_errors.get_or_create(&crate::metrics::ReasonLabel { reason: "bundle" }).inc();

@@ -24,10 +24,12 @@ use std::net::{IpAddr, SocketAddr};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
+use trustmesh_api::labels::INJECT;
 use trustmesh_api::{AccessPolicy, WorkloadIdentity};
 
 use crate::compile::{CompiledMesh, DesiredState, MeshSettings, NamespaceInfo, ObjectKey, compile, selector};
 use crate::state::MeshView;
+use crate::webhook::{STATUS, STATUS_INJECTED};
 
 /// The label the endpoint-slice controller (and anyone writing slices by hand) sets to the
 /// owning Service's name.
@@ -152,6 +154,23 @@ pub fn view(settings: &MeshSettings, objs: &ClusterObjects, version: u64) -> (Me
         cache: Default::default(),
     };
     (view, matched)
+}
+
+/// Namespaces that need the trust-bundle ConfigMap: those labelled for injection, and those
+/// holding a pod the webhook injected (a pod can opt in by its own label or annotation in a
+/// namespace that is not labelled; without the ConfigMap its volume would never mount).
+pub fn bundle_namespaces(objs: &ClusterObjects) -> BTreeSet<String> {
+    let labelled = objs
+        .namespaces
+        .iter()
+        .filter(|n| n.labels().get(INJECT).is_some_and(|v| v == "enabled"))
+        .map(ResourceExt::name_any);
+    let injected = objs
+        .pods
+        .iter()
+        .filter(|p| p.annotations().get(STATUS).is_some_and(|v| v == STATUS_INJECTED))
+        .filter_map(ResourceExt::namespace);
+    labelled.chain(injected).collect()
 }
 
 #[derive(Default)]

@@ -158,3 +158,20 @@ fn matched_pods_count_only_live_pods_an_identity_selects() {
     let counts: Vec<(String, i32)> = matched.into_iter().map(|(k, n)| (k.name, n)).collect();
     assert_eq!(counts, [("orders".to_owned(), 2)]);
 }
+
+#[test]
+fn the_bundle_goes_to_labelled_namespaces_and_to_any_namespace_with_an_injected_pod() {
+    let ns = |name: &str, inject: Option<&str>| -> Namespace {
+        let labels = inject.map(|v| json!({"trustmesh.dev/inject": v})).unwrap_or(json!({}));
+        obj(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}))
+    };
+    let mut opted_in = pod("orders-1", "orders", &["10.0.0.5"], &[]);
+    opted_in.metadata.namespace = Some("payments".into());
+    opted_in.metadata.annotations = Some([("trustmesh.dev/status".to_owned(), "injected".to_owned())].into());
+    let objs = ClusterObjects {
+        namespaces: vec![ns("shop", Some("enabled")), ns("payments", None), ns("legacy", Some("disabled")), ns("empty", None)],
+        pods: vec![opted_in, pod("plain-1", "plain", &["10.0.0.9"], &[])],
+        ..Default::default()
+    };
+    assert_eq!(bundle_namespaces(&objs).into_iter().collect::<Vec<_>>(), ["payments", "shop"]);
+}
