@@ -288,7 +288,8 @@ async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
         (None, Some(p)) => CredentialSource::ServiceAccountTokenFile(p),
         (None, None) => bail!("pass --token-file or --sa-token-file"),
     };
-    let channel = control::channel(args.operator, &roots, operator_id, None)?;
+    let (_bundle, roots) = tokio::sync::watch::channel(roots);
+    let channel = control::channel(args.operator, roots, operator_id, None)?;
     let svid = fetch_svid(&GrpcSigner(IdentityClient::new(channel)), &credential).await?;
 
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;

@@ -112,7 +112,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         IdentitySource::Operator { addr, bundle, operator_id, credential } => {
             let roots = svid_files::read_certs(bundle).map_err(|reason| RunError::Files { dir: bundle.clone(), reason })?;
             bundle_tx.send_replace(roots.clone());
-            let channel = crate::control::channel(addr.clone(), &roots, operator_id.clone(), None)?;
+            let channel = crate::control::channel(addr.clone(), bundle_rx.clone(), operator_id.clone(), None)?;
             let signer = GrpcSigner(IdentityClient::new(channel));
             tasks.push(tokio::spawn(keep_fresh(signer, credential.clone(), cert.clone(), bundle_tx.clone(), metrics.clone())));
         }
@@ -144,8 +144,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
                 while cert.current().is_none() {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                let roots = bundle_tx.borrow().clone();
-                match crate::control::channel(addr, &roots, operator_id, Some(cert)) {
+                match crate::control::channel(addr, bundle_tx.subscribe(), operator_id, Some(cert)) {
                     Ok(channel) => crate::config_stream::follow(channel, proxy, live_tx, bundle_tx).await,
                     Err(e) => tracing::error!(error = %e, "cannot follow the control plane"),
                 }
