@@ -173,7 +173,7 @@ where
     let mut upstream = TcpStream::connect(conn.app).await.map_err(|_| "app unreachable")?;
     let _ = upstream.set_nodelay(true);
     tokio::select! {
-        _ = tokio::io::copy_bidirectional(&mut stream, &mut upstream) => Ok(()),
+        copied = crate::io::copy_bidirectional_idle(&mut stream, &mut upstream, shared.limits.idle_timeout) => copied,
         _ = revoked(shared.live.clone(), conn.peer.clone()) => Err("caller revoked; connection closed"),
     }
 }

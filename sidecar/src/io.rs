@@ -1,7 +1,10 @@
-//! Stream helpers: replaying bytes read for protocol detection, and detecting HTTP.
+//! Stream helpers: replaying bytes read for protocol detection, detecting HTTP, and copying
+//! both ways with an idle timeout.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -108,6 +111,72 @@ pub async fn detect<S: AsyncRead + Unpin>(stream: &mut S, wait: Duration) -> io:
     }
 }
 
+/// Copies between `a` and `b` both ways until either side closes, or until no byte has moved in
+/// either direction for `idle` (checked every `idle`, so a dead connection goes within 2 x
+/// `idle`). Errors: `"idle timeout"`, or `"copy failed"` for an I/O error on either side.
+pub async fn copy_bidirectional_idle<A, B>(a: &mut A, b: &mut B, idle: Duration) -> Result<(), &'static str>
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    let moved = Arc::new(AtomicU64::new(0));
+    let mut counted = Counted { inner: a, moved: moved.clone() };
+    let copy = tokio::io::copy_bidirectional(&mut counted, b);
+    let watchdog = async {
+        let mut last = 0;
+        loop {
+            tokio::time::sleep(idle).await;
+            let now = moved.load(Ordering::Relaxed);
+            if now == last {
+                return;
+            }
+            last = now;
+        }
+    };
+    tokio::select! {
+        result = copy => result.map(|_| ()).map_err(|_| "copy failed"),
+        () = watchdog => Err("idle timeout"),
+    }
+}
+
+/// Counts the bytes read from and written to a stream (both directions of a copy).
+struct Counted<'a, S: ?Sized> {
+    inner: &'a mut S,
+    moved: Arc<AtomicU64>,
+}
+
+impl<S: AsyncRead + Unpin + ?Sized> AsyncRead for Counted<'_, S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut *self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            self.moved.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin + ?Sized> AsyncWrite for Counted<'_, S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut *self.inner).poll_write(cx, data);
+        if let Poll::Ready(Ok(n)) = polled
+            && n > 0
+        {
+            self.moved.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.inner).poll_shutdown(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,5 +202,26 @@ mod tests {
         let mut s = String::new();
         p.read_to_string(&mut s).await.unwrap();
         assert_eq!(s, "hello world");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_copy_ends_when_nothing_moves_for_the_idle_timeout_and_not_before() {
+        use tokio::io::AsyncWriteExt;
+        let (mut client, mut near) = tokio::io::duplex(64);
+        let (mut far, mut server) = tokio::io::duplex(64);
+        let started = tokio::time::Instant::now();
+        let copy = tokio::spawn(async move { copy_bidirectional_idle(&mut near, &mut far, Duration::from_secs(60)).await });
+        // Traffic every 50 s keeps it open for 5 minutes.
+        let mut buf = [0u8; 4];
+        for _ in 0..6 {
+            tokio::time::sleep(Duration::from_secs(50)).await;
+            client.write_all(b"ping").await.unwrap();
+            server.read_exact(&mut buf).await.unwrap();
+        }
+        assert!(!copy.is_finished(), "traffic keeps the connection");
+        // Then silence: closed within two idle periods.
+        assert_eq!(copy.await.unwrap(), Err("idle timeout"));
+        let silent = started.elapsed() - Duration::from_secs(300);
+        assert!(silent >= Duration::from_secs(60) && silent <= Duration::from_secs(120), "{silent:?}");
     }
 }

@@ -93,6 +93,9 @@ struct RunArgs {
     /// Seconds to finish in-flight requests after SIGTERM.
     #[arg(long, default_value_t = 20)]
     drain_seconds: u64,
+    /// Seconds an opaque TCP or outbound connection may carry no byte before it is closed.
+    #[arg(long, default_value_t = 3600)]
+    idle_seconds: u64,
     /// Worker threads (default: one per core).
     #[arg(long)]
     workers: Option<usize>,
@@ -247,7 +250,12 @@ fn run_options(a: RunArgs) -> anyhow::Result<RunOptions> {
     if inbound.is_empty() && outbound.is_empty() {
         bail!("no listeners: pass --inbound LISTEN=APP, --outbound LISTEN=REMOTE or --transparent");
     }
-    let limits = Limits { max_connections: a.max_connections, drain_timeout: std::time::Duration::from_secs(a.drain_seconds), ..Limits::default() };
+    let limits = Limits {
+        max_connections: a.max_connections,
+        drain_timeout: std::time::Duration::from_secs(a.drain_seconds),
+        idle_timeout: std::time::Duration::from_secs(a.idle_seconds.max(1)),
+        ..Limits::default()
+    };
     Ok(RunOptions {
         identity,
         snapshot: a.snapshot,

@@ -105,8 +105,7 @@ async fn connection(mut app: TcpStream, upstream: Upstream, shared: &Shared, _gu
                 pass(shared, dst, &me, None, "passthrough");
                 let mut remote = TcpStream::connect(dst).await.map_err(|_| "destination unreachable")?;
                 let _ = remote.set_nodelay(true);
-                let _ = tokio::io::copy_bidirectional(&mut app, &mut remote).await;
-                Ok(())
+                crate::io::copy_bidirectional_idle(&mut app, &mut remote, shared.limits.idle_timeout).await
             }
         };
     };
@@ -141,7 +140,7 @@ async fn connection(mut app: TcpStream, upstream: Upstream, shared: &Shared, _gu
     let server = tls::peer_identity(remote.get_ref().1.peer_certificates()).ok().flatten();
     pass(shared, dst, &me, server.as_ref(), "meshed");
     tokio::select! {
-        _ = tokio::io::copy_bidirectional(&mut app, &mut remote) => Ok(()),
+        copied = crate::io::copy_bidirectional_idle(&mut app, &mut remote, shared.limits.idle_timeout) => copied,
         _ = revoked(shared.live.clone(), server) => Err("server revoked; connection closed"),
     }
 }

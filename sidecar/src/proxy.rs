@@ -42,6 +42,9 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Time to finish in-flight requests after SIGTERM.
     pub drain_timeout: Duration,
+    /// Time an opaque TCP or outbound connection may carry no byte either way before it is
+    /// closed (checked at this interval, so closed within twice this).
+    pub idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -55,6 +58,7 @@ impl Default for Limits {
             max_headers: 100,
             max_header_bytes: 64 * 1024,
             drain_timeout: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(3600),
         }
     }
 }
