@@ -115,7 +115,9 @@ fn same<S: serde::Serialize>(a: &S, b: &S) -> bool {
 }
 
 /// Writes every status that differs from what is stored; emits an Event when a policy's
-/// acceptance or an identity's readiness changes. Returns how many statuses were written.
+/// acceptance or an identity's readiness changes. Returns how many statuses were written. A
+/// failed write does not stop the others: the first error is returned after every object was
+/// tried.
 pub async fn write_status(
     client: &kube::Client,
     recorder: Option<&Recorder>,
@@ -128,6 +130,7 @@ pub async fn write_status(
 ) -> Result<usize, StatusError> {
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let mut written = 0;
+    let mut first_error = None;
     for wid in identities {
         let key = ObjectKey::of(wid);
         let desired = identity_status(wid, view.compiled.identities.get(&key), matched.get(&key).copied().unwrap_or(0), issued(&key), now.clone());
@@ -136,7 +139,11 @@ pub async fn write_status(
         }
         let was_ready = wid.status.as_ref().and_then(|s| condition::find(&s.conditions, READY)).map(|c| c.status == "True");
         let ready = condition::find(&desired.conditions, READY).cloned();
-        patch_status::<WorkloadIdentity>(client, &key, json!({ "status": desired }), "WorkloadIdentity").await?;
+        if let Err(e) = patch_status::<WorkloadIdentity>(client, &key, json!({ "status": desired }), "WorkloadIdentity").await {
+            tracing::warn!(error = %e, "status not written; retrying later");
+            first_error.get_or_insert(e);
+            continue;
+        }
         written += 1;
         if let (Some(rec), Some(c)) = (recorder, ready)
             && was_ready != Some(c.status == "True")
@@ -154,7 +161,11 @@ pub async fn write_status(
         }
         let was = acp.status.as_ref().and_then(|s| condition::find(&s.conditions, ACCEPTED)).map(|c| (c.status.clone(), c.message.clone()));
         let accepted = condition::find(&desired.conditions, ACCEPTED).cloned();
-        patch_status::<AccessPolicy>(client, &key, json!({ "status": desired }), "AccessPolicy").await?;
+        if let Err(e) = patch_status::<AccessPolicy>(client, &key, json!({ "status": desired }), "AccessPolicy").await {
+            tracing::warn!(error = %e, "status not written; retrying later");
+            first_error.get_or_insert(e);
+            continue;
+        }
         written += 1;
         if let (Some(rec), Some(c)) = (recorder, accepted)
             && was != Some((c.status.clone(), c.message.clone()))
@@ -163,7 +174,10 @@ pub async fn write_status(
             event(rec, acp, kind, &c.reason, &c.message).await;
         }
     }
-    Ok(written)
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(written),
+    }
 }
 
 async fn patch_status<K>(client: &kube::Client, key: &ObjectKey, patch: serde_json::Value, kind: &'static str) -> Result<(), StatusError>

@@ -106,3 +106,27 @@ fn enforcement_counts_proxies_that_acknowledged_the_latest_version() {
     assert_eq!(st.enforcement.unwrap().summary, "enforced by 1/3 proxies at generation 7");
     assert_eq!(find(&st.conditions, ACCEPTED).map(|c| c.reason.as_str()), Some("Pending"), "no report yet: pending, not accepted");
 }
+
+#[tokio::test]
+async fn a_failed_status_write_does_not_stop_the_others() {
+    // The identity is not in the API (deleted since the cache saw it): its patch fails, and the
+    // policy's status is written anyway.
+    let gone = wid("orders", json!({"serviceAccount": "orders"}));
+    let policy = acp("orders-callers", json!({"targetRef": {"name": "orders"}, "rules": [{"from": [{"identity": "frontend"}]}]}));
+    let client = ClientBuilder::new()
+        .with_resource::<WorkloadIdentity>()
+        .with_resource::<AccessPolicy>()
+        .with_status_subresource::<WorkloadIdentity>()
+        .with_status_subresource::<AccessPolicy>()
+        .with_object(policy.clone())
+        .build()
+        .await
+        .expect("fake client");
+    let objs = ClusterObjects { identities: vec![gone], policies: vec![policy], ..Default::default() };
+    let (mesh, matched) = view(&settings(), &objs, 1);
+    let result = write_status(&client, None, &mesh, &objs.identities, &objs.policies, &matched, &|_| Vec::new(), &|_| 0).await;
+    assert!(result.is_err(), "the failure is reported");
+    let acps: Api<AccessPolicy> = Api::namespaced(client.clone(), "shop");
+    let status = acps.get("orders-callers").await.unwrap().status.expect("the policy's status was still written");
+    assert_eq!(find(&status.conditions, ACCEPTED).unwrap().status, "True");
+}
