@@ -165,6 +165,7 @@ where
     });
     let allowed = decision.verdict == Verdict::Allow;
     shared.metrics.decision(false, "inbound", allowed, reason_of(&decision));
+    shared.metrics.audit("inbound", &decision);
     if !allowed {
         let _ = stream.shutdown().await;
         return Err("denied by policy");
@@ -262,6 +263,7 @@ async fn request(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Respon
     });
     let allowed = decision.verdict == Verdict::Allow;
     shared.metrics.decision(true, "inbound", allowed, reason_of(&decision));
+    shared.metrics.audit("inbound", &decision);
     if !allowed {
         let by = decision.by.to_string();
         let body = format!(

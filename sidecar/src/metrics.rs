@@ -58,6 +58,22 @@ pub struct Metrics {
     pub svid_renewals: Counter,
     /// Failed attempts, by reason.
     pub svid_failures: Family<ReasonLabel, Counter>,
+    /// Version of the snapshot in force (when numeric, as the operator's are).
+    pub snapshot_version: Gauge,
+    /// When the snapshot in force was applied, seconds since the epoch.
+    pub snapshot_applied_seconds: Gauge,
+    /// Audit findings ("would deny" / "would allow"): what the audit rules or an audit default
+    /// would have decided, by direction.
+    pub audit_findings: Family<AuditLabels, Counter>,
+}
+
+/// Labels of the audit findings counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuditLabels {
+    /// `inbound` (audit is evaluated where the policy is).
+    pub direction: &'static str,
+    /// `deny` or `allow`: what would have happened.
+    pub would: &'static str,
 }
 
 impl Metrics {
@@ -84,6 +100,12 @@ impl Metrics {
         registry.register("open_connections", "Connections currently open", open_connections.clone());
         let snapshots_applied = Counter::default();
         registry.register("snapshots_applied", "Configuration snapshots applied", snapshots_applied.clone());
+        let snapshot_version = Gauge::default();
+        registry.register("snapshot_version", "Version of the configuration snapshot in force", snapshot_version.clone());
+        let snapshot_applied_seconds = Gauge::default();
+        registry.register("snapshot_applied_timestamp_seconds", "When the snapshot in force was applied", snapshot_applied_seconds.clone());
+        let audit_findings = Family::<AuditLabels, Counter>::default();
+        registry.register("audit_findings", "What audit rules or an audit default would have decided, by direction", audit_findings.clone());
         Arc::new(Self {
             registry,
             requests,
@@ -96,6 +118,9 @@ impl Metrics {
             svid_expiry_seconds,
             svid_renewals,
             svid_failures,
+            snapshot_version,
+            snapshot_applied_seconds,
+            audit_findings,
         })
     }
 
@@ -103,6 +128,13 @@ impl Metrics {
     pub fn decision(&self, http: bool, direction: &'static str, allowed: bool, reason: &'static str) {
         let family = if http { &self.requests } else { &self.connections };
         family.get_or_create(&DecisionLabels { direction, decision: if allowed { "allow" } else { "deny" }, reason }).inc();
+    }
+
+    /// Counts the audit finding of a decision, if it has one.
+    pub fn audit(&self, direction: &'static str, decision: &trustmesh_core::policy::Decision<'_>) {
+        if let Some((would, _)) = &decision.audit {
+            self.audit_findings.get_or_create(&AuditLabels { direction, would: would.as_str() }).inc();
+        }
     }
 
     /// The registry in the OpenMetrics text format.

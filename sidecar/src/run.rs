@@ -124,6 +124,12 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     tasks.push(tokio::spawn(async move {
         while counting.changed().await.is_ok() {
             applied.snapshots_applied.inc();
+            let version = counting.borrow_and_update().as_ref().and_then(|a| a.snapshot.version.parse::<i64>().ok());
+            if let Some(v) = version {
+                applied.snapshot_version.set(v);
+            }
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            applied.snapshot_applied_seconds.set(i64::try_from(now).unwrap_or(i64::MAX));
         }
     }));
     match (&opts.snapshot, &opts.identity) {

@@ -221,6 +221,10 @@ fn egress_lock_and_opaque_ports_reach_running_sidecars() {
     });
     assert!(refused.contains(&format!("\"port\":{outside}")), "{refused}");
     assert_eq!(config_of(admin_c)["snapshot"]["egress"], "deny");
+    let m = text(&run(Command::new("curl").args(["-sf", &format!("http://127.0.0.1:{admin_c}/metrics")])));
+    let gauge = |name: &str| m.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<i64>().ok());
+    assert!(gauge("trustmesh_snapshot_version").is_some_and(|v| v >= 2), "the locked-egress version is in force:\n{m}");
+    assert!(gauge("trustmesh_snapshot_applied_timestamp_seconds").is_some_and(|t| t > 1_700_000_000), "{m}");
     // Connections let through are logged too, naming the identity the server proved.
     let passed = eventually(Duration::from_secs(5), "a log line for the meshed connection", || {
         client.output().lines().rev().find(|l| l.contains("\"reason\":\"meshed\"")).map(str::to_owned)
@@ -241,6 +245,20 @@ fn egress_lock_and_opaque_ports_reach_running_sidecars() {
     assert_eq!(request(&mut connect(meshed), "GET"), 200);
     let line = eventually(Duration::from_secs(5), "an HTTP decision", || last_inbound_decision(&server).filter(|l| l.contains("\"method\":\"GET\"")));
     assert!(line.contains("\"decision\":\"allow\""), "{line}");
+    // An audit pilot: the namespace's default becomes `audit`, and the policy now only allows
+    // POST. A GET goes through, logged and counted as what enforcement would have done.
+    std::fs::write(dir.join("resources/policy.yaml"), format!("{policy}    to: [{{methods: [POST]}}]\n")).unwrap();
+    let audit_ns = ns.replace("{trustmesh.dev/egress: locked}", "{trustmesh.dev/egress: locked, trustmesh.dev/default-policy: audit}");
+    std::fs::write(dir.join("resources/namespace.yaml"), audit_ns).unwrap();
+    let line = eventually(Duration::from_secs(5), "a GET allowed under the audit default", || {
+        let status = request(&mut connect(meshed), "GET");
+        let line = last_inbound_decision(&server)?;
+        (status == 200 && line.contains("\"method\":\"GET\"") && line.contains("\"audit\":\"would deny\"")).then_some(line)
+    });
+    assert!(line.contains("\"decision\":\"allow\""), "{line}");
+    let m = text(&run(Command::new("curl").args(["-sf", &format!("http://127.0.0.1:{admin_s}/metrics")])));
+    assert!(m.lines().any(|l| l.starts_with("trustmesh_audit_findings_total{direction=\"inbound\",would=\"deny\"}") && !l.ends_with(" 0")), "{m}");
+
     // ... until the identity declares it opaque: then each connection is authorized once, with
     // no method or path, and the bytes pass through untouched.
     let wid = dir.join("resources/workload-default-server.yaml");
