@@ -37,7 +37,7 @@ pub const OUT_REDIRECT: &str = "TRUSTMESH_OUT_REDIRECT";
 /// The sidecar's admin port, never redirected.
 pub const ADMIN_PORT: u16 = 15020;
 
-/// Which inbound ports are redirected to the sidecar.
+/// Which ports are redirected to the sidecar (inbound: local ports; outbound: destination ports).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PortSelection {
     /// Every TCP port (`*`) except the excluded ones.
@@ -61,6 +61,8 @@ pub struct InitConfig {
     pub include_inbound_ports: PortSelection,
     /// Inbound ports never redirected (the sidecar's own ports always are excluded).
     pub exclude_inbound_ports: Vec<u16>,
+    /// Outbound destination ports to redirect (`All` by default).
+    pub include_outbound_ports: PortSelection,
     /// Outbound destination ports never redirected.
     pub exclude_outbound_ports: Vec<u16>,
     /// Outbound destination CIDRs never redirected (`10.0.0.0/8`, `fd00::/8`); IPv6 ones only
@@ -79,6 +81,7 @@ impl Default for InitConfig {
             proxy_gid: None,
             include_inbound_ports: PortSelection::All,
             exclude_inbound_ports: Vec::new(),
+            include_outbound_ports: PortSelection::All,
             exclude_outbound_ports: Vec::new(),
             exclude_outbound_cidrs: Vec::new(),
             ipv6: false,
@@ -178,7 +181,7 @@ pub fn parse_ports(s: &str) -> Result<Vec<u16>, InitError> {
     for item in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let bad = |reason: &str| InitError::InvalidPort { input: item.to_owned(), reason: reason.to_owned() };
         if item == "*" {
-            return Err(bad("`*` (all ports) is only accepted for the inbound include list"));
+            return Err(bad("`*` (all ports) is only accepted for the include lists"));
         }
         let port: u16 = item.parse().map_err(|_| bad("not a number between 1 and 65535"))?;
         if port == 0 {
@@ -191,7 +194,7 @@ pub fn parse_ports(s: &str) -> Result<Vec<u16>, InitError> {
     Ok(ports)
 }
 
-/// Parses the inbound include list: `*` for every port, otherwise a list as in [`parse_ports`].
+/// Parses an include list: `*` for every port, otherwise a list as in [`parse_ports`].
 pub fn parse_port_selection(s: &str) -> Result<PortSelection, InitError> {
     if s.trim() == "*" { Ok(PortSelection::All) } else { parse_ports(s).map(PortSelection::Only) }
 }
@@ -273,7 +276,14 @@ pub fn family_rules(cfg: &InitConfig, fam: Family) -> Vec<Vec<String>> {
             add(&["-A", OUTPUT, "-d", &cidr, "-j", "RETURN"]);
         }
     }
-    add(&["-A", OUTPUT, "-j", OUT_REDIRECT]);
+    match &cfg.include_outbound_ports {
+        PortSelection::All => add(&["-A", OUTPUT, "-j", OUT_REDIRECT]),
+        PortSelection::Only(ports) => {
+            for port in dedup(ports) {
+                add(&["-A", OUTPUT, "-p", "tcp", "--dport", &port.to_string(), "-j", OUT_REDIRECT]);
+            }
+        }
+    }
 
     add(&["-A", "PREROUTING", "-p", "tcp", "-j", INBOUND]);
     add(&["-A", "OUTPUT", "-p", "tcp", "-j", OUTPUT]);

@@ -77,6 +77,17 @@ fn rules_table() {
                 "iptables -t nat -A TRUSTMESH_OUTPUT -j TRUSTMESH_OUT_REDIRECT",
             ],
         ),
+        (
+            "outbound include list: only calls to these destination ports go through the sidecar",
+            InitConfig { include_outbound_ports: PortSelection::Only(vec![80, 8080, 80]), ..InitConfig::default() },
+            vec![
+                "iptables -t nat -A TRUSTMESH_INBOUND -p tcp -j TRUSTMESH_IN_REDIRECT",
+                "iptables -t nat -A TRUSTMESH_OUTPUT -m owner --uid-owner 1337 -j RETURN",
+                "iptables -t nat -A TRUSTMESH_OUTPUT -d 127.0.0.1/32 -j RETURN",
+                "iptables -t nat -A TRUSTMESH_OUTPUT -p tcp --dport 80 -j TRUSTMESH_OUT_REDIRECT",
+                "iptables -t nat -A TRUSTMESH_OUTPUT -p tcp --dport 8080 -j TRUSTMESH_OUT_REDIRECT",
+            ],
+        ),
     ];
     for (name, cfg, middle) in cases {
         assert_eq!(lines(&rules(&cfg)), expected(&middle), "{name}");

@@ -112,6 +112,9 @@ struct InitArgs {
     /// Inbound ports never redirected (comma list).
     #[arg(long, default_value = "")]
     exclude_inbound_ports: String,
+    /// Outbound destination ports to redirect to the sidecar: `*` (all) or a comma list.
+    #[arg(long, default_value = "*")]
+    outbound_ports: String,
     /// Outbound destination ports never redirected (comma list).
     #[arg(long, default_value = "")]
     exclude_outbound_ports: String,
@@ -133,6 +136,7 @@ fn init(a: InitArgs) -> anyhow::Result<()> {
         proxy_uid: a.proxy_uid,
         include_inbound_ports: parse_port_selection(&a.inbound_ports)?,
         exclude_inbound_ports: ports(&a.exclude_inbound_ports)?,
+        include_outbound_ports: parse_port_selection(&a.outbound_ports)?,
         exclude_outbound_ports: ports(&a.exclude_outbound_ports)?,
         exclude_outbound_cidrs: a.exclude_outbound_cidrs.iter().map(|c| iptables::parse_cidr(c)).collect::<Result<_, _>>()?,
         ipv6: a.ipv6,

@@ -97,6 +97,8 @@ fn init_is_idempotent_cleans_up_and_redirects() {
     let cfg = InitConfig {
         ipv6: true,
         include_inbound_ports: PortSelection::All,
+        // The helper's connection goes to port 80: redirected through the include list.
+        include_outbound_ports: PortSelection::Only(vec![80, 8080]),
         exclude_outbound_ports: vec![5432],
         exclude_outbound_cidrs: vec!["10.96.0.0/12".into(), "fd00:96::/64".into()],
         ..InitConfig::default()

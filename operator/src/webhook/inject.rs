@@ -35,7 +35,7 @@ use serde_json::Value;
 
 use super::{
     ADMIN_PORT, BUNDLE_DIR, BUNDLE_KEY, BUNDLE_VOLUME, EXCLUDE_INBOUND_PORTS, EXCLUDE_OUTBOUND_CIDRS, EXCLUDE_OUTBOUND_PORTS,
-    INBOUND_PORT, INCLUDE_INBOUND_PORTS, INIT_CONTAINER, OUTBOUND_PORT, PROBE_EXCLUDED_PORTS, RUN_VOLUME, SIDECAR_CONTAINER,
+    INBOUND_PORT, INCLUDE_INBOUND_PORTS, INCLUDE_OUTBOUND_PORTS, INIT_CONTAINER, OUTBOUND_PORT, PROBE_EXCLUDED_PORTS, RUN_VOLUME, SIDECAR_CONTAINER,
     STATUS, STATUS_INJECTED, TOKEN_AUDIENCE, TOKEN_DIR, TOKEN_PATH, TOKEN_VOLUME, probes,
 };
 
@@ -256,6 +256,7 @@ fn check_conflicts(pod: &Pod, cfg: &InjectConfig) -> Result<(), InjectError> {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct Interception {
     include_inbound: Option<String>,
+    include_outbound: Option<String>,
     exclude_inbound: BTreeSet<u16>,
     exclude_outbound: BTreeSet<u16>,
     exclude_cidrs: Vec<String>,
@@ -266,13 +267,17 @@ const PORTS_FIX: &str = "use a comma-separated list of port numbers such as \"90
 impl Interception {
     fn from_annotations<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Result<Self, InjectError> {
         let mut me = Self::default();
+        let include = |annotation: &'static str, v: &str| -> Result<String, InjectError> {
+            if v.trim() == "*" {
+                return Ok("*".to_owned());
+            }
+            Ok(join(&ports(annotation, v, "use \"*\" for every port or a comma-separated list such as \"8080,8443\"")?))
+        };
         if let Some(v) = get(INCLUDE_INBOUND_PORTS) {
-            me.include_inbound = Some(if v.trim() == "*" {
-                "*".to_owned()
-            } else {
-                let ports = ports(INCLUDE_INBOUND_PORTS, v, "use \"*\" for every port or a comma-separated list such as \"8080,8443\"")?;
-                join(&ports)
-            });
+            me.include_inbound = Some(include(INCLUDE_INBOUND_PORTS, v)?);
+        }
+        if let Some(v) = get(INCLUDE_OUTBOUND_PORTS) {
+            me.include_outbound = Some(include(INCLUDE_OUTBOUND_PORTS, v)?);
         }
         if let Some(v) = get(EXCLUDE_INBOUND_PORTS) {
             me.exclude_inbound = ports(EXCLUDE_INBOUND_PORTS, v, PORTS_FIX)?;
@@ -374,6 +379,9 @@ fn init_container(cfg: &InjectConfig, icpt: &Interception, probe_excluded: &BTre
     let mut args = vec!["init".to_owned(), "--proxy-uid".to_owned(), cfg.proxy_uid.to_string()];
     if let Some(include) = &icpt.include_inbound {
         args.extend(["--inbound-ports".to_owned(), include.clone()]);
+    }
+    if let Some(include) = &icpt.include_outbound {
+        args.extend(["--outbound-ports".to_owned(), include.clone()]);
     }
     let exclude_inbound: BTreeSet<u16> = icpt.exclude_inbound.union(probe_excluded).copied().collect();
     if !exclude_inbound.is_empty() {

@@ -16,6 +16,7 @@
 //! |-----------------------------------------|-----------------------|-------------------------------|
 //! | `trustmesh.dev/include-inbound-ports`   | `*` or `8080,8443`    | `--inbound-ports`             |
 //! | `trustmesh.dev/exclude-inbound-ports`   | `9090,9091`           | `--exclude-inbound-ports`     |
+//! | `trustmesh.dev/include-outbound-ports`  | `*` or `80,8080`      | `--outbound-ports`            |
 //! | `trustmesh.dev/exclude-outbound-ports`  | `5432`                | `--exclude-outbound-ports`    |
 //! | `trustmesh.dev/exclude-outbound-cidrs`  | `169.254.169.254/32`  | `--exclude-outbound-cidrs`    |
 //!
@@ -42,6 +43,8 @@ pub const STATUS: &str = "trustmesh.dev/status";
 pub const STATUS_INJECTED: &str = "injected";
 /// Pod annotation: inbound ports to redirect (`*` or a comma list).
 pub const INCLUDE_INBOUND_PORTS: &str = "trustmesh.dev/include-inbound-ports";
+/// Pod annotation: outbound destination ports redirected to the sidecar (`*` or a comma list).
+pub const INCLUDE_OUTBOUND_PORTS: &str = "trustmesh.dev/include-outbound-ports";
 /// Pod annotation: inbound ports never redirected (comma list).
 pub const EXCLUDE_INBOUND_PORTS: &str = "trustmesh.dev/exclude-inbound-ports";
 /// Pod annotation: outbound destination ports never redirected (comma list).

@@ -308,6 +308,7 @@ fn bad_annotation_values_deny_the_pod_with_the_fix() {
         ("trustmesh.dev~1exclude-outbound-cidrs", "10.0.0.0/33", "trustmesh.dev/exclude-outbound-cidrs", "10.0.0.0/8"),
         ("trustmesh.dev~1exclude-outbound-cidrs", "my-vpc", "trustmesh.dev/exclude-outbound-cidrs", "CIDRs"),
         ("trustmesh.dev~1include-inbound-ports", "all", "trustmesh.dev/include-inbound-ports", "\"*\""),
+        ("trustmesh.dev~1include-outbound-ports", "80;443", "trustmesh.dev/include-outbound-ports", "\"*\""),
         ("trustmesh.dev~1inject", "true", "trustmesh.dev/inject", "enabled"),
     ];
     for (key, value, annotation, fix) in cases {
@@ -329,12 +330,14 @@ fn interception_annotations_reach_the_init_container() {
     ann["trustmesh.dev/include-inbound-ports"] = json!("8080, 8081,8080");
     ann["trustmesh.dev/exclude-inbound-ports"] = json!("9090,9091");
     ann["trustmesh.dev/exclude-outbound-ports"] = json!("5432");
+    ann["trustmesh.dev/include-outbound-ports"] = json!("8080,80");
     ann["trustmesh.dev/exclude-outbound-cidrs"] = json!("10.0.0.0/8, 169.254.169.254,fd00::/8");
     let pod = answer(&review).patched(&review);
     let iargs = args(&pod["spec"]["initContainers"][0]);
     assert_eq!(flag(&iargs, "--inbound-ports"), Some("8080,8081"));
     assert_eq!(flag(&iargs, "--exclude-inbound-ports"), Some("7070,9090,9091"), "annotation + tcpSocket probe port");
     assert_eq!(flag(&iargs, "--exclude-outbound-ports"), Some("5432"));
+    assert_eq!(flag(&iargs, "--outbound-ports"), Some("80,8080"));
     assert_eq!(flag(&iargs, "--exclude-outbound-cidrs"), Some("10.0.0.0/8,169.254.169.254/32,fd00::/8"));
 
     let review = with(fixture(DEPLOYMENT_POD), "/request/object/metadata/annotations/trustmesh.dev~1include-inbound-ports", json!("*"));
