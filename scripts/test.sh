@@ -46,5 +46,9 @@ python3 -c 'import spiffe, importlib.metadata as m; print("py-spiffe", m.version
 echo "== cargo build (the binaries the end-to-end tests run)"
 cargo build --workspace --bins --locked
 
+# Benchmarks are not run here (they take minutes and want a quiet machine), but they must build.
+echo "== cargo check (benches included)"
+cargo check --workspace --all-targets --locked
+
 echo "== cargo test (every crate, every tier that runs without a cluster)"
 cargo test --workspace --locked --no-fail-fast

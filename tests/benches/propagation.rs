@@ -370,7 +370,7 @@ async fn run() {
 
     // One SVID per workload, shared by its replicas.
     let signer = GrpcSigner(IdentityClient::new(
-        control::channel(bench.running.grpc_addr.to_string(), &roots, bench.running.operator_id.clone(), None).expect("channel"),
+        control::channel(bench.running.grpc_addr.to_string(), tokio::sync::watch::channel(roots.clone()).1, bench.running.operator_id.clone(), None).expect("channel"),
     ));
     let svid_started = Instant::now();
     let mut certs = Vec::with_capacity(workloads);
@@ -395,7 +395,7 @@ async fn run() {
     let mut tasks = Vec::with_capacity(streams);
     for i in 0..streams {
         let cert: Arc<dyn ResolvesClientCert> = certs[i / replicas].clone();
-        let channel = control::channel(bench.running.grpc_addr.to_string(), &roots, bench.running.operator_id.clone(), Some(cert)).expect("channel");
+        let channel = control::channel(bench.running.grpc_addr.to_string(), tokio::sync::watch::channel(roots.clone()).1, bench.running.operator_id.clone(), Some(cert)).expect("channel");
         tasks.push(tokio::spawn(follow!(channel, bench.stream_name(i), bench.logs[i].clone(), bench.errors.clone())));
     }
     let all: Vec<usize> = (0..streams).collect();

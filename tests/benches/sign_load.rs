@@ -48,7 +48,7 @@ async fn run() {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..clients {
-        let channel = control::channel(running.grpc_addr.to_string(), &roots, running.operator_id.clone(), None).expect("channel");
+        let channel = control::channel(running.grpc_addr.to_string(), tokio::sync::watch::channel(roots.clone()).1, running.operator_id.clone(), None).expect("channel");
         let signer = GrpcSigner(IdentityClient::new(channel));
         let credential = credential.clone();
         tasks.push(tokio::spawn(async move {
