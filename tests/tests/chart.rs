@@ -475,7 +475,7 @@ const OPERATOR_GRANTS: &[(&str, &str, &str, &str)] = &[
     ("cluster", "events.k8s.io", "events", "create patch"),
     ("cluster", "authentication.k8s.io", "tokenreviews", "create"),
     ("cluster", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "get patch"),
-    ("namespace", "coordination.k8s.io", "leases", "get create update patch"),
+    ("namespace", "coordination.k8s.io", "leases", "get list create update patch"),
 ];
 
 #[test]

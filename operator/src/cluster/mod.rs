@@ -3,6 +3,7 @@
 //! bundle publishing and webhook caBundle on the elected leader only.
 
 pub mod lease;
+pub mod reports;
 pub mod secrets;
 pub mod source;
 pub mod status;
@@ -146,6 +147,9 @@ pub async fn run(opts: ClusterOptions) -> Result<(), ClusterError> {
     let bundle_ca = ca.clone();
     tokio::spawn(crate::metrics::serve(bind(opts.metrics_listen).await?, metrics.clone(), Arc::new(move || bundle_ca.bundle().to_spiffe_jwks(1, 300))));
 
+    // Every replica reports its proxies and issued certificates; the leader merges them.
+    tokio::spawn(reports::keep_publishing(client.clone(), opts.namespace.clone(), opts.pod_name.clone(), proxies.clone(), issued.clone()));
+
     // Leader-only work.
     let (leading_tx, mut leading) = watch::channel(false);
     let elector = lease::Elector { namespace: opts.namespace.clone(), name: "trustmesh-operator".into(), identity: opts.pod_name.clone(), duration: Duration::from_secs(15), retry: Duration::from_secs(5) };
@@ -166,7 +170,15 @@ pub async fn run(opts: ClusterOptions) -> Result<(), ClusterError> {
         let current = view_changes.borrow_and_update().clone();
         let objs = stores.snapshot();
         let matched = matched.borrow().clone();
-        let issued_now = issued.lock().map(|m| m.clone()).unwrap_or_default();
+        // Every replica's proxies and issued certificates; this replica's own alone if the
+        // reports cannot be read.
+        let merged = match reports::collect(&client, &opts.namespace, k8s_openapi::jiff::Timestamp::now()).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the replicas' reports; counting this replica's proxies only");
+                reports::merge([&reports::Report::of(&proxies, &issued)])
+            }
+        };
         let result = status::write_status(
             &client,
             Some(&recorder),
@@ -174,8 +186,8 @@ pub async fn run(opts: ClusterOptions) -> Result<(), ClusterError> {
             &objs.identities,
             &objs.policies,
             &matched,
-            &|key| proxies.proxies(key),
-            &|key| issued_now.get(key).copied().unwrap_or(0),
+            &|key| merged.proxies.get(key).cloned().unwrap_or_default(),
+            &|key| merged.issued.get(key).copied().unwrap_or(0),
         )
         .await;
         metrics.reconcile_seconds.observe(started.elapsed().as_secs_f64());

@@ -61,6 +61,11 @@ impl ProxyRegistry {
         self.with(|m| m.get(key).map(|p| p.values().cloned().collect()).unwrap_or_default())
     }
 
+    /// Every connected proxy, by identity.
+    pub fn all(&self) -> BTreeMap<ObjectKey, Vec<ProxyState>> {
+        self.with(|m| m.iter().map(|(k, p)| (k.clone(), p.values().cloned().collect())).collect())
+    }
+
     /// Every connected proxy.
     pub fn connected(&self) -> usize {
         self.with(|m| m.values().map(BTreeMap::len).sum())
