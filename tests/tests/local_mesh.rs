@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -72,54 +72,81 @@ fn connect(port: u16) -> TcpStream {
     c
 }
 
-fn sidecar(dir: &Path, grpc: u16, name: &str, listener: &str, admin: u16) -> Proc {
-    let mut cmd = Command::new(bin("trustmesh-sidecar"));
-    cmd.args(["run", "--operator", &format!("127.0.0.1:{grpc}"), "--bundle"]).arg(dir.join("bundle.pem"));
-    cmd.arg("--token-file").arg(dir.join("tokens").join(name));
-    cmd.args(listener.split(' ')).args(["--admin", &format!("127.0.0.1:{admin}")]);
-    Proc::spawn(cmd, dir.join(format!("{name}.log")))
+/// A local-mode directory with workloads `client` and `server` (the latter at
+/// 127.0.0.1:`inbound`), `policy` written to `resources/policy.yaml`, and the operator running on
+/// it. The directory (with every process's log) is kept when a test fails.
+struct LocalMesh {
+    dir: PathBuf,
+    grpc: u16,
+    metrics: u16,
+    inbound: u16,
+    _operator: Proc,
 }
 
-#[test]
-fn policy_edits_and_quarantine_reach_running_sidecars() {
-    let dir = std::env::temp_dir().join(format!("trustmesh-local-mesh-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let op = |args: &[&str]| {
-        let o = run(Command::new(bin("trustmesh-operator")).args(["local"]).args(args));
-        assert!(o.status.success(), "{}", text(&o));
-    };
-    let d = dir.to_str().unwrap();
-    let (inbound, outbound, grpc, metrics) = (free_port(), free_port(), free_port(), free_port());
-    op(&["init", d]);
-    op(&["add-workload", d, "--name", "client"]);
-    op(&["add-workload", d, "--name", "server", "--address", &format!("127.0.0.1:{inbound}")]);
-    let policy = |methods: &str| {
-        format!("apiVersion: trustmesh.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {{name: server-callers, namespace: default}}\nspec:\n  targetRef: {{name: server}}\n  rules:\n  - from: [{{identity: client}}]\n    to: [{{methods: [{methods}], paths: [/api/*]}}]\n")
-    };
-    std::fs::write(dir.join("resources/policy.yaml"), policy("GET")).unwrap();
-    let mut cmd = Command::new(bin("trustmesh-operator"));
-    cmd.args(["local", "--dir", d, "--listen", &format!("127.0.0.1:{grpc}"), "--metrics-listen", &format!("127.0.0.1:{metrics}")]);
-    let _operator = Proc::spawn(cmd, dir.join("operator.log"));
-    wait_for_port(format!("127.0.0.1:{grpc}").parse().unwrap(), Duration::from_secs(20));
+impl LocalMesh {
+    fn start(name: &str, policy: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("trustmesh-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let d = dir.to_str().unwrap();
+        let op = |args: &[&str]| {
+            let o = run(Command::new(bin("trustmesh-operator")).args(["local"]).args(args));
+            assert!(o.status.success(), "{}", text(&o));
+        };
+        let (inbound, grpc, metrics) = (free_port(), free_port(), free_port());
+        op(&["init", d]);
+        op(&["add-workload", d, "--name", "client"]);
+        op(&["add-workload", d, "--name", "server", "--address", &format!("127.0.0.1:{inbound}")]);
+        std::fs::write(dir.join("resources/policy.yaml"), policy).unwrap();
+        let mut cmd = Command::new(bin("trustmesh-operator"));
+        cmd.args(["local", "--dir", d, "--listen", &format!("127.0.0.1:{grpc}"), "--metrics-listen", &format!("127.0.0.1:{metrics}")]);
+        let operator = Proc::spawn(cmd, dir.join("operator.log"));
+        wait_for_port(format!("127.0.0.1:{grpc}").parse().unwrap(), Duration::from_secs(20));
+        Self { dir, grpc, metrics, inbound, _operator: operator }
+    }
 
-    let app = app();
-    let (admin_s, admin_c) = (free_port(), free_port());
-    let server = sidecar(&dir, grpc, "server", &format!("--inbound 127.0.0.1:{inbound}=127.0.0.1:{app}"), admin_s);
-    let client = sidecar(&dir, grpc, "client", &format!("--outbound 127.0.0.1:{outbound}=127.0.0.1:{inbound}"), admin_c);
-    for (admin, p) in [(admin_s, &server), (admin_c, &client)] {
-        eventually(Duration::from_secs(20), "the sidecars to be ready (certificate + snapshot)", || {
+    /// Starts the sidecar of workload `name` with `listeners` and waits until it is ready
+    /// (certificate and snapshot). Returns it and its admin port.
+    fn sidecar(&self, name: &str, listeners: &str) -> (Proc, u16) {
+        let admin = free_port();
+        let mut cmd = Command::new(bin("trustmesh-sidecar"));
+        cmd.args(["run", "--operator", &format!("127.0.0.1:{}", self.grpc), "--bundle"]).arg(self.dir.join("bundle.pem"));
+        cmd.arg("--token-file").arg(self.dir.join("tokens").join(name));
+        cmd.args(listeners.split(' ')).args(["--admin", &format!("127.0.0.1:{admin}")]);
+        let p = Proc::spawn(cmd, self.dir.join(format!("{name}.log")));
+        eventually(Duration::from_secs(20), "the sidecar to be ready (certificate + snapshot)", || {
             let o = run(Command::new("curl").args(["-sf", &format!("http://127.0.0.1:{admin}/ready")]));
             o.status.success().then_some(())
         });
         assert!(!p.output().contains("panicked"));
+        (p, admin)
     }
+
+    fn write(&self, file: &str, content: &str) {
+        std::fs::write(self.dir.join("resources").join(file), content).unwrap();
+    }
+
+    fn passed(self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn policy_edits_and_quarantine_reach_running_sidecars() {
+    let policy = |methods: &str| {
+        format!("apiVersion: trustmesh.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {{name: server-callers, namespace: default}}\nspec:\n  targetRef: {{name: server}}\n  rules:\n  - from: [{{identity: client}}]\n    to: [{{methods: [{methods}], paths: [/api/*]}}]\n")
+    };
+    let mesh = LocalMesh::start("local-mesh", &policy("GET"));
+    let (inbound, outbound, metrics) = (mesh.inbound, free_port(), mesh.metrics);
+    let app = app();
+    let (server, _) = mesh.sidecar("server", &format!("--inbound 127.0.0.1:{inbound}=127.0.0.1:{app}"));
+    let (_client, _) = mesh.sidecar("client", &format!("--outbound 127.0.0.1:{outbound}=127.0.0.1:{inbound}"));
 
     let mut conn = connect(outbound);
     assert_eq!(request(&mut conn, "GET"), 200, "the client may GET");
     assert_eq!(request(&mut conn, "POST"), 403, "the client may not POST yet");
 
     // A policy edit reaches the running server sidecar over Config.Watch.
-    std::fs::write(dir.join("resources/policy.yaml"), policy("GET, POST")).unwrap();
+    mesh.write("policy.yaml", &policy("GET, POST"));
     eventually(Duration::from_secs(5), "the edited policy to allow POST", || (request(&mut conn, "POST") == 200).then_some(()));
     // The access log is written in batches (every 20 ms): wait for the line.
     let allow_line = eventually(Duration::from_secs(5), "an access-log line for the allowed POST", || {
@@ -128,9 +155,8 @@ fn policy_edits_and_quarantine_reach_running_sidecars() {
     assert!(allow_line.contains("\"policy\":\"default/server-callers@2\""), "the log names the new generation: {allow_line}");
 
     // Quarantine the client: the open connection is closed and new ones are refused.
-    let wid = dir.join("resources/workload-default-client.yaml");
-    let yaml = std::fs::read_to_string(&wid).unwrap();
-    std::fs::write(&wid, yaml.replacen("serviceAccount: client", "serviceAccount: client\n  suspended: true", 1)).unwrap();
+    let yaml = std::fs::read_to_string(mesh.dir.join("resources/workload-default-client.yaml")).unwrap();
+    mesh.write("workload-default-client.yaml", &yaml.replacen("serviceAccount: client", "serviceAccount: client\n  suspended: true", 1));
     eventually(Duration::from_secs(5), "the open connection to be closed", || (request(&mut conn, "GET") == 0).then_some(()));
     let mut fresh = connect(outbound);
     assert_eq!(request(&mut fresh, "GET"), 0, "a new connection from a quarantined caller is refused");
@@ -143,7 +169,7 @@ fn policy_edits_and_quarantine_reach_running_sidecars() {
         .find_map(|l| l.strip_prefix("trustmesh_policy_coverage_workloads{protection=\"default_deny\"} "))
         .and_then(|n| n.trim().parse::<i64>().ok());
     assert!(deny_default.is_some_and(|n| n >= 2), "{}", text(&m));
-    let _ = std::fs::remove_dir_all(&dir);
+    mesh.passed();
 }
 
 /// A server that speaks first (like SMTP or a database): a banner line on every connection.
@@ -178,42 +204,19 @@ fn last_inbound_decision(sidecar: &Proc) -> Option<String> {
 
 #[test]
 fn egress_lock_and_opaque_ports_reach_running_sidecars() {
-    let dir = std::env::temp_dir().join(format!("trustmesh-local-egress-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let op = |args: &[&str]| {
-        let o = run(Command::new(bin("trustmesh-operator")).args(["local"]).args(args));
-        assert!(o.status.success(), "{}", text(&o));
-    };
-    let d = dir.to_str().unwrap();
-    let (inbound, meshed, external, grpc) = (free_port(), free_port(), free_port(), free_port());
-    op(&["init", d]);
-    op(&["add-workload", d, "--name", "client"]);
-    op(&["add-workload", d, "--name", "server", "--address", &format!("127.0.0.1:{inbound}")]);
     let policy = "apiVersion: trustmesh.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: server-callers, namespace: default}\nspec:\n  targetRef: {name: server}\n  rules:\n  - from: [{identity: client}]\n";
-    std::fs::write(dir.join("resources/policy.yaml"), policy).unwrap();
-    let mut cmd = Command::new(bin("trustmesh-operator"));
-    cmd.args(["local", "--dir", d, "--listen", &format!("127.0.0.1:{grpc}")]);
-    let _operator = Proc::spawn(cmd, dir.join("operator.log"));
-    wait_for_port(format!("127.0.0.1:{grpc}").parse().unwrap(), Duration::from_secs(20));
-
+    let mesh = LocalMesh::start("local-egress", policy);
+    let (inbound, meshed, external) = (mesh.inbound, free_port(), free_port());
     let (app, outside) = (app(), banner_server());
-    let (admin_s, admin_c) = (free_port(), free_port());
-    let server = sidecar(&dir, grpc, "server", &format!("--inbound 127.0.0.1:{inbound}=127.0.0.1:{app}"), admin_s);
+    let (server, admin_s) = mesh.sidecar("server", &format!("--inbound 127.0.0.1:{inbound}=127.0.0.1:{app}"));
     let outbound = format!("--outbound 127.0.0.1:{meshed}=127.0.0.1:{inbound} --outbound 127.0.0.1:{external}=127.0.0.1:{outside}");
-    let client = sidecar(&dir, grpc, "client", &outbound, admin_c);
-    for (admin, p) in [(admin_s, &server), (admin_c, &client)] {
-        eventually(Duration::from_secs(20), "the sidecars to be ready (certificate + snapshot)", || {
-            let o = run(Command::new("curl").args(["-sf", &format!("http://127.0.0.1:{admin}/ready")]));
-            o.status.success().then_some(())
-        });
-        assert!(!p.output().contains("panicked"));
-    }
+    let (client, admin_c) = mesh.sidecar("client", &outbound);
 
     // Egress is open by default: a destination that is not meshed is passed through.
     assert_eq!(first_line(external), "220 external ready\r\n");
     // Locking the namespace's egress refuses it, while the meshed destination keeps working.
     let ns = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: default\n  labels: {trustmesh.dev/egress: locked}\n";
-    std::fs::write(dir.join("resources/namespace.yaml"), ns).unwrap();
+    mesh.write("namespace.yaml", ns);
     eventually(Duration::from_secs(5), "egress to be locked", || first_line(external).is_empty().then_some(()));
     assert_eq!(request(&mut connect(meshed), "GET"), 200);
     let refused = eventually(Duration::from_secs(5), "a log line for the refused egress", || {
@@ -247,9 +250,9 @@ fn egress_lock_and_opaque_ports_reach_running_sidecars() {
     assert!(line.contains("\"decision\":\"allow\""), "{line}");
     // An audit pilot: the namespace's default becomes `audit`, and the policy now only allows
     // POST. A GET goes through, logged and counted as what enforcement would have done.
-    std::fs::write(dir.join("resources/policy.yaml"), format!("{policy}    to: [{{methods: [POST]}}]\n")).unwrap();
+    mesh.write("policy.yaml", &format!("{policy}    to: [{{methods: [POST]}}]\n"));
     let audit_ns = ns.replace("{trustmesh.dev/egress: locked}", "{trustmesh.dev/egress: locked, trustmesh.dev/default-policy: audit}");
-    std::fs::write(dir.join("resources/namespace.yaml"), audit_ns).unwrap();
+    mesh.write("namespace.yaml", &audit_ns);
     let line = eventually(Duration::from_secs(5), "a GET allowed under the audit default", || {
         let status = request(&mut connect(meshed), "GET");
         let line = last_inbound_decision(&server)?;
@@ -261,14 +264,13 @@ fn egress_lock_and_opaque_ports_reach_running_sidecars() {
 
     // ... until the identity declares it opaque: then each connection is authorized once, with
     // no method or path, and the bytes pass through untouched.
-    let wid = dir.join("resources/workload-default-server.yaml");
-    let yaml = std::fs::read_to_string(&wid).unwrap();
-    std::fs::write(&wid, yaml.replacen("serviceAccount: server", &format!("serviceAccount: server\n  opaquePorts: [{app}]"), 1)).unwrap();
+    let yaml = std::fs::read_to_string(mesh.dir.join("resources/workload-default-server.yaml")).unwrap();
+    mesh.write("workload-default-server.yaml", &yaml.replacen("serviceAccount: server", &format!("serviceAccount: server\n  opaquePorts: [{app}]"), 1));
     eventually(Duration::from_secs(5), "the server sidecar to treat the app port as opaque", || {
         let status = request(&mut connect(meshed), "GET");
         let line = last_inbound_decision(&server)?;
         (status == 200 && !line.contains("\"method\"") && line.contains("\"decision\":\"allow\"")).then_some(())
     });
     assert_eq!(config_of(admin_s)["snapshot"]["opaquePorts"], serde_json::json!([app]));
-    let _ = std::fs::remove_dir_all(&dir);
+    mesh.passed();
 }

@@ -249,25 +249,9 @@ fn compile_identity(
     }
     // A bad namespace label does not stop the identity: the mesh default applies (deny unless
     // the mesh is configured otherwise), and a bad egress mode locks egress (fail closed).
-    let labels = namespaces.get(namespace.as_str()).map(|n| &n.labels);
-    let default_action = match labels.and_then(|l| l.get(DEFAULT_POLICY_LABEL)).map(|v| v.parse::<DefaultAction>()) {
-        None => settings.default_action,
-        Some(Ok(a)) => a,
-        Some(Err(reason)) => {
-            let fallback = "the mesh default applies";
-            report.warnings.push(Problem::BadNamespaceLabel { namespace: namespace.clone(), label: DEFAULT_POLICY_LABEL, reason, fallback });
-            settings.default_action
-        }
-    };
-    let egress = match labels.and_then(|l| l.get(EGRESS_LABEL)).map(|v| v.parse::<Egress>()) {
-        None => settings.egress,
-        Some(Ok(e)) => e,
-        Some(Err(reason)) => {
-            let fallback = "egress is locked";
-            report.warnings.push(Problem::BadNamespaceLabel { namespace: namespace.clone(), label: EGRESS_LABEL, reason, fallback });
-            Egress::Deny
-        }
-    };
+    let ns_labels = namespaces.get(namespace.as_str()).map(|n| &n.labels);
+    let default_action = namespace_setting(ns_labels, &namespace, DEFAULT_POLICY_LABEL, settings.default_action, (settings.default_action, "the mesh default applies"), &mut report.warnings);
+    let egress = namespace_setting(ns_labels, &namespace, EGRESS_LABEL, settings.egress, (Egress::Deny, "egress is locked"), &mut report.warnings);
     let workload = match (id, ttl) {
         (Some(spiffe_id), Some(ttl)) if report.problems.is_empty() => Some(CompiledWorkload {
             policy: WorkloadPolicy { workload: spiffe_id.clone(), default_action, rules: vec![] },
@@ -282,6 +266,26 @@ fn compile_identity(
         _ => None,
     };
     (report, workload)
+}
+
+/// A namespace's override of a mesh setting, read from `label`: `default` without the label; a
+/// value that does not parse is a warning and `fallback` applies.
+fn namespace_setting<T: std::str::FromStr<Err = String>>(
+    labels: Option<&BTreeMap<String, String>>,
+    namespace: &str,
+    label: &'static str,
+    default: T,
+    (fallback, applies): (T, &'static str),
+    warnings: &mut Vec<Problem>,
+) -> T {
+    match labels.and_then(|l| l.get(label)).map(|v| v.parse::<T>()) {
+        None => default,
+        Some(Ok(v)) => v,
+        Some(Err(reason)) => {
+            warnings.push(Problem::BadNamespaceLabel { namespace: namespace.to_owned(), label, reason, fallback: applies });
+            fallback
+        }
+    }
 }
 
 /// `1h30m` style rendering of a duration (whole seconds).
