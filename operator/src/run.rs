@@ -106,7 +106,7 @@ pub async fn start_local(opts: LocalOptions) -> Result<Running, RunError> {
         tracing::info!(dir = %dir.ca_dir().display(), "generated a new root CA");
     }
     write_file(&dir.bundle_pem(), ca.bundle().to_pem().as_bytes(), 0o644)?;
-    write_file(&dir.bundle_jwks(), ca.bundle().to_spiffe_jwks(1, 300).as_bytes(), 0o644)?;
+    write_file(&dir.bundle_jwks(), ca.bundle().to_spiffe_jwks(ca.bundle().sequence(), 300).as_bytes(), 0o644)?;
     let ca = Arc::new(ca);
     let operator_id = state.operator_id.clone();
     let metrics = Metrics::new();
@@ -152,7 +152,7 @@ pub async fn start_local(opts: LocalOptions) -> Result<Running, RunError> {
     let m = TcpListener::bind(opts.metrics_listen).await.map_err(|source| RunError::Bind { addr: opts.metrics_listen, source })?;
     let metrics_addr = m.local_addr().map_err(|source| RunError::Bind { addr: opts.metrics_listen, source })?;
     let bundle_ca = ca.clone();
-    tasks.push(tokio::spawn(crate::metrics::serve(m, metrics.clone(), Arc::new(move || bundle_ca.bundle().to_spiffe_jwks(1, 300)))));
+    tasks.push(tokio::spawn(crate::metrics::serve(m, metrics.clone(), Arc::new(move || bundle_ca.bundle().to_spiffe_jwks(bundle_ca.bundle().sequence(), 300)))));
 
     tracing::info!(%grpc_addr, %metrics_addr, operator_id = %operator_id, trust_domain = %td, "control plane running in local mode");
     Ok(Running { grpc_addr, metrics_addr, operator_id, view: view_rx, metrics, proxies, tasks })

@@ -115,6 +115,23 @@ impl TrustBundle {
             .collect()
     }
 
+    /// The bundle's `spiffe_sequence`, derived from its contents so that every replica computes
+    /// the same number and it increases on the changes a rotation makes: adding a root (a new
+    /// root's notBefore is later than every older one's) and removing one (fewer roots). It is
+    /// `newest notBefore (Unix seconds) x 1000 + (999 - number of roots)`.
+    #[must_use]
+    pub fn sequence(&self) -> u64 {
+        let newest = self
+            .roots
+            .iter()
+            .filter_map(|r| x509_parser::parse_x509_certificate(r).ok())
+            .map(|(_, c)| u64::try_from(c.validity().not_before.timestamp()).unwrap_or(0))
+            .max()
+            .unwrap_or(0);
+        let count = u64::try_from(self.roots.len()).unwrap_or(u64::MAX).min(999);
+        newest.saturating_mul(1000).saturating_add(999 - count)
+    }
+
     /// The bundle in the SPIFFE Trust Domain and Bundle format: a JWK Set whose keys have
     /// `"use": "x509-svid"` and `x5c` holding the root, plus `spiffe_sequence` and
     /// `spiffe_refresh_hint` (seconds).

@@ -411,6 +411,15 @@ fn trust_bundle_parses_merges_and_refuses_leaves() {
     assert_eq!(via_with, bundle);
     assert_eq!(again.to_spiffe_jwks(1, 60).matches("x509-svid").count(), 2);
 
+    // spiffe_sequence over a rotation: old root, old + new, new only. Every step raises it, and
+    // it depends on the contents only (every replica computes the same).
+    let year = |y: i32| OffsetDateTime::new_utc(time::Date::from_calendar_date(y, time::Month::January, 1).unwrap(), time::Time::MIDNIGHT);
+    let (old, _) = rcgen_ca("old root", &PKCS_ECDSA_P256_SHA256, true, year(2025), year(2035));
+    let (new, _) = rcgen_ca("new root", &PKCS_ECDSA_P256_SHA256, true, year(2026), year(2036));
+    let steps = [old.clone(), format!("{old}{new}"), new].map(|pem| TrustBundle::from_pem(&pem).unwrap().sequence());
+    assert!(steps[0] < steps[1] && steps[1] < steps[2], "{steps:?}");
+    assert_eq!(TrustBundle::from_pem(&old).unwrap().sequence(), steps[0]);
+
     let svid = a
         .sign_csr(
             &p256_csr(),

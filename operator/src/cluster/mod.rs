@@ -145,7 +145,7 @@ pub async fn run(opts: ClusterOptions) -> Result<(), ClusterError> {
     tokio::spawn(crate::webhook::server::serve(bind(opts.webhook_listen).await?, Arc::new(webhook_tls), contexts));
 
     let bundle_ca = ca.clone();
-    tokio::spawn(crate::metrics::serve(bind(opts.metrics_listen).await?, metrics.clone(), Arc::new(move || bundle_ca.bundle().to_spiffe_jwks(1, 300))));
+    tokio::spawn(crate::metrics::serve(bind(opts.metrics_listen).await?, metrics.clone(), Arc::new(move || bundle_ca.bundle().to_spiffe_jwks(bundle_ca.bundle().sequence(), 300))));
 
     // Every replica reports its proxies and issued certificates; the leader merges them.
     tokio::spawn(reports::keep_publishing(client.clone(), opts.namespace.clone(), opts.pod_name.clone(), proxies.clone(), issued.clone()));

@@ -62,7 +62,7 @@ pub fn init(dir: &LocalDir, trust_domain: &TrustDomain) -> Result<InitReport, Lo
     }
     let (ca, _) = load_or_generate_dir(&dir.ca_dir(), trust_domain).map_err(|source| LocalError::Ca { dir: dir.ca_dir(), source })?;
     write_file(&dir.bundle_pem(), ca.bundle().to_pem().as_bytes(), 0o644)?;
-    write_file(&dir.bundle_jwks(), ca.bundle().to_spiffe_jwks(1, 300).as_bytes(), 0o644)?;
+    write_file(&dir.bundle_jwks(), ca.bundle().to_spiffe_jwks(ca.bundle().sequence(), 300).as_bytes(), 0o644)?;
     let mesh = format!(
         "# Mesh-wide settings (what Helm values carry in a cluster).\ntrustDomain: {td}\n# deny | audit | allow: what happens to calls no enforced rule matches\ndefaultAction: deny\n",
         td = trust_domain.as_str()
