@@ -57,9 +57,8 @@ pub struct WorkloadIdentitySpec {
     /// speaks first (databases, SMTP, ...). Connections to them are authorized once, by caller
     /// and port, as soon as the TLS handshake ends, without waiting to detect HTTP; rules with
     /// methods or paths do not apply there (an Allow rule limited to them matches nothing, a Deny
-    /// rule limited to them denies the connection). Default (empty): HTTP/1.1 and HTTP/2 are
-    /// detected on every port and other client-first protocols are treated as opaque, while a
-    /// server-first protocol on an undeclared port waits 500 ms for detection. At most 64.
+    /// rule limited to them denies the connection). Every other port carries HTTP/1.1 or HTTP/2
+    /// only: a connection that is not HTTP there is refused. Default: empty. At most 64.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(range(min = 1, max = 65535)))]
     pub opaque_ports: Vec<u16>,

@@ -132,6 +132,13 @@ where
     } else {
         detect(&mut stream, shared.limits.detect_timeout).await.map_err(|_| "read failed during detection")?
     };
+    // A port not declared opaque carries HTTP only: anything else (including HTTP disguised by
+    // a late or odd start) would otherwise reach the app without per-request checks and with
+    // whatever x-trustmesh-peer header the caller wrote.
+    if protocol == Protocol::Opaque && !opaque {
+        log_refusal(shared, &request_id(), &peer, app.port(), None, "not_http");
+        return Err("not HTTP on a port that is not declared opaque");
+    }
     let stream = Prefixed::new(prefix, stream);
     let conn = Arc::new(Conn {
         peer_str: peer.as_ref().map_or_else(|| "unauthenticated".to_owned(), ToString::to_string),

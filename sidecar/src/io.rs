@@ -80,15 +80,17 @@ pub fn classify(buf: &[u8]) -> Option<Protocol> {
     if buf[..n] == H2_PREFACE[..n] {
         return (n == H2_PREFACE.len()).then_some(Protocol::Http2);
     }
-    // HTTP/1: a method token (upper-case letters) followed by a space.
-    for (i, b) in buf.iter().enumerate() {
+    // HTTP/1: a method token (upper-case letters) followed by a space, after any empty lines
+    // (RFC 9112 2.2: servers skip CRLFs before a request line, and hyper does).
+    let start = buf.iter().position(|b| !matches!(b, b'\r' | b'\n'))?;
+    for (i, b) in buf[start..].iter().enumerate() {
         match b {
             b'A'..=b'Z' if i < 16 => continue,
             b' ' if i > 0 => return Some(Protocol::Http1),
             _ => return Some(Protocol::Opaque),
         }
     }
-    if buf.len() >= 16 { Some(Protocol::Opaque) } else { None }
+    if buf.len() - start >= 16 { Some(Protocol::Opaque) } else { None }
 }
 
 /// Reads until the protocol is known or `wait` passes; returns it with the bytes read.
@@ -191,6 +193,8 @@ mod tests {
         assert_eq!(classify(b"\x16\x03\x01"), Some(Protocol::Opaque));
         assert_eq!(classify(b"hello world"), Some(Protocol::Opaque), "lower case is no method");
         assert_eq!(classify(b"ABCDEFGHIJKLMNOPQRS"), Some(Protocol::Opaque), "methods are short");
+        assert_eq!(classify(b"\r\n\r\nGET / HTTP/1.1\r\n"), Some(Protocol::Http1), "empty lines before the request line");
+        assert_eq!(classify(b"\r\n\r\n"), None, "only empty lines so far");
     }
 
     #[tokio::test]

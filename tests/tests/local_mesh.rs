@@ -243,6 +243,20 @@ fn egress_lock_and_opaque_ports_reach_running_sidecars() {
     eventually(Duration::from_secs(5), "a log line for the malformed request", || {
         server.output().lines().rev().find(|l| l.contains("\"reason\":\"bad_request\"")).map(|_| ())
     });
+    // Bytes that are not HTTP, on a port not declared opaque, are refused: otherwise HTTP sent
+    // late or disguised would reach the app unchecked, with a caller-written x-trustmesh-peer.
+    let mut raw = connect(meshed);
+    raw.write_all(b"get /api/x HTTP/1.1\r\nx-trustmesh-peer: spiffe://local.trustmesh/ns/default/sa/admin\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    let _ = BufReader::new(raw).read_line(&mut answer);
+    assert_eq!(answer, "", "closed without an answer");
+    eventually(Duration::from_secs(5), "a log line for the refused non-HTTP connection", || {
+        server.output().lines().rev().find(|l| l.contains("\"reason\":\"not_http\"")).map(|_| ())
+    });
+    // Empty lines before a request line are still HTTP (RFC 9112).
+    let mut crlf = connect(meshed);
+    crlf.write_all(b"\r\n").unwrap();
+    assert_eq!(request(&mut crlf, "GET"), 200);
 
     // HTTP is detected on the app port and authorized per request (the log names the method) ...
     assert_eq!(request(&mut connect(meshed), "GET"), 200);

@@ -108,6 +108,10 @@ impl Topology {
         op(&["add-workload", &mesh, "--name", "client"]);
         op(&["add-workload", &mesh, "--name", "server", "--address", "10.77.0.3:8080"]);
         op(&["add-workload", &mesh, "--name", "intruder"]);
+        // The echo port speaks no HTTP: declared opaque, as every non-HTTP port must be.
+        let wid = t.mesh.join("resources/workload-default-server.yaml");
+        let yaml = std::fs::read_to_string(&wid).unwrap();
+        std::fs::write(&wid, yaml.replacen("serviceAccount: server", "serviceAccount: server\n  opaquePorts: [9000]", 1)).unwrap();
         std::fs::write(t.mesh.join("resources/echo.yaml"), ECHO_WORKLOAD).unwrap();
         t.write_policy("GET");
 
