@@ -164,12 +164,13 @@ impl PathPattern {
         Ok(if prefix { Self::Prefix(base.to_owned()) } else { Self::Exact(base.to_owned()) })
     }
 
-    /// Whether the normalized path matches.
+    /// Whether the normalized path matches (without its `;` parameters, see
+    /// [`NormalizedPath::for_matching`]).
     pub fn matches(&self, path: &NormalizedPath) -> bool {
         match self {
             Self::Any => true,
-            Self::Exact(p) => path.as_str() == p,
-            Self::Prefix(p) => path.as_str().starts_with(p.as_str()),
+            Self::Exact(p) => path.for_matching() == p,
+            Self::Prefix(p) => path.for_matching().starts_with(p.as_str()),
         }
     }
 }

@@ -67,36 +67,68 @@ pub const MAX_PATH_LEN: usize = 8192;
 
 /// A path that went through [`normalize_path`].
 ///
+/// `path` (normalized) with each segment cut at its first `;`, empty segments dropped, and a
+/// trailing slash kept when the last segment was a slash or only parameters.
+fn strip_params(path: &str) -> String {
+    let last = path.rsplit('/').next().unwrap_or("");
+    let trailing = last.is_empty() || last.starts_with(';');
+    let segments: Vec<&str> = path.split('/').map(|s| s.split(';').next().unwrap_or("")).filter(|s| !s.is_empty()).collect();
+    let mut out = String::with_capacity(path.len());
+    out.push('/');
+    out.push_str(&segments.join("/"));
+    if trailing && !segments.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
 /// It starts with `/`, has no dot segments and no empty segments (except that
 /// a single trailing slash is preserved), has unreserved characters decoded
 /// and every other `%XX` escape in uppercase hex. It is both what policy rules
 /// match and what the application receives.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct NormalizedPath(String);
+pub struct NormalizedPath {
+    path: String,
+    /// The path without `;` parameters, when it has any.
+    without_params: Option<String>,
+}
 
 impl NormalizedPath {
+    fn new(path: String) -> Self {
+        let without_params = path.contains(';').then(|| strip_params(&path));
+        Self { path, without_params }
+    }
+
+    /// What rules match: the path with every segment's `;` parameters removed (`/admin;x/a` is
+    /// matched as `/admin/a`), because Tomcat, Jetty and Spring serve it as that resource, so a
+    /// rule about `/admin/*` must see it as such. The app still receives [`Self::as_str`].
+    #[must_use]
+    pub fn for_matching(&self) -> &str {
+        self.without_params.as_deref().unwrap_or(&self.path)
+    }
+
     /// The normalized path as a string slice.
     #[must_use]
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.path
     }
 
     /// The normalized path as an owned `String`.
     #[must_use]
     pub fn into_string(self) -> String {
-        self.0
+        self.path
     }
 }
 
 impl fmt::Display for NormalizedPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.path)
     }
 }
 
 impl AsRef<str> for NormalizedPath {
     fn as_ref(&self) -> &str {
-        &self.0
+        &self.path
     }
 }
 
@@ -250,7 +282,7 @@ pub fn normalize_path(raw: &str) -> Result<NormalizedPath, PathError> {
         return Err(PathError::TooLong { len: bytes.len() });
     }
     match bytes.first() {
-        None => return Ok(NormalizedPath(String::from("/"))),
+        None => return Ok(NormalizedPath::new(String::from("/"))),
         Some(b'/') => {}
         Some(_) => return Err(PathError::NotAbsolute),
     }
@@ -324,7 +356,7 @@ pub fn normalize_path(raw: &str) -> Result<NormalizedPath, PathError> {
     if out.is_empty() || trailing_slash {
         out.push('/');
     }
-    Ok(NormalizedPath(out))
+    Ok(NormalizedPath::new(out))
 }
 
 /// What a decoded segment means for dot-segment removal.

@@ -342,3 +342,19 @@ proptest! {
         prop_assert_eq!(out, Ok(raw));
     }
 }
+
+#[test]
+fn rules_match_the_path_without_its_parameters_and_the_app_gets_it_as_sent() {
+    for (raw, forwarded, matched) in [
+        ("/admin;x", "/admin;x", "/admin"),
+        ("/admin;jsessionid=1/users", "/admin;jsessionid=1/users", "/admin/users"),
+        ("/a/;x/b", "/a/;x/b", "/a/b"),
+        ("/a/;x", "/a/;x", "/a/"),
+        ("/;x", "/;x", "/"),
+        ("/a/b/", "/a/b/", "/a/b/"),
+        ("/a%3Bb", "/a%3Bb", "/a%3Bb"),
+    ] {
+        let p = normalize_path(raw).unwrap();
+        assert_eq!((p.as_str(), p.for_matching()), (forwarded, matched), "{raw}");
+    }
+}
