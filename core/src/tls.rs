@@ -605,6 +605,14 @@ pub fn peer_identity(
     }
 }
 
+/// notAfter of the peer's leaf certificate (`None` without one, or when it cannot be read), so
+/// an open connection can end when the certificate that authenticated it expires.
+#[must_use]
+pub fn peer_not_after(peer_certs: Option<&[CertificateDer<'static>]>) -> Option<SystemTime> {
+    let leaf = peer_certs?.first()?;
+    to_system_time(parse(leaf).ok()?.validity().not_after).ok()
+}
+
 /// A certified key (chain + signing key) for rustls, loaded with the ring provider.
 ///
 /// `chain` is the leaf first, then intermediates; `key` is the leaf's private key (PKCS#8).

@@ -2,6 +2,11 @@
 //! the certificate's identity and expiry, never keys) and `/app-health/<port>/<path>`, which
 //! forwards a kubelet probe to the app on loopback (only for the configured probe ports), so
 //! probes keep working while every other inbound port requires mTLS.
+//!
+//! The port is reachable from the network (the kubelet probes it, Prometheus scrapes it), so
+//! `/config`, which shows the workload's whole policy, answers loopback callers only (`kubectl
+//! exec` or `kubectl port-forward`). Connections are capped and must send their request head
+//! within a few seconds.
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
@@ -31,17 +36,32 @@ pub struct Admin {
     pub probe_paths: BTreeSet<(u16, String)>,
 }
 
+/// Admin connections open at once (probes and scrapes are short).
+const MAX_CONNECTIONS: usize = 64;
+
 /// Serves the admin endpoints until the task is dropped.
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else { continue };
         let admin = admin.clone();
+        let local = peer.ip().is_loopback();
         tokio::spawn(async move {
+            let _permit = permit;
             let svc = hyper::service::service_fn(move |req| {
                 let admin = admin.clone();
-                async move { Ok::<_, Infallible>(route(req, &admin).await) }
+                async move { Ok::<_, Infallible>(route(req, &admin, local).await) }
             });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(Duration::from_secs(5));
+            let _ = http.serve_connection(TokioIo::new(stream), svc).await;
         });
     }
 }
@@ -55,7 +75,7 @@ fn text(status: StatusCode, ctype: &'static str, body: String) -> Resp {
     r
 }
 
-async fn route(req: Request<Incoming>, admin: &Admin) -> Resp {
+async fn route(req: Request<Incoming>, admin: &Admin, local: bool) -> Resp {
     let path = req.uri().path().to_owned();
     match path.as_str() {
         "/live" => text(StatusCode::OK, "text/plain", "live\n".into()),
@@ -64,7 +84,12 @@ async fn route(req: Request<Incoming>, admin: &Admin) -> Resp {
             Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("not ready: {why}\n")),
         },
         "/metrics" => text(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", admin.metrics.encode()),
-        "/config" => text(StatusCode::OK, "application/json", config_json(admin)),
+        "/config" if local => text(StatusCode::OK, "application/json", config_json(admin)),
+        "/config" => text(
+            StatusCode::FORBIDDEN,
+            "text/plain",
+            "/config shows this workload's policy and answers from inside the pod only: kubectl exec, or kubectl port-forward to 15020\n".into(),
+        ),
         p if p.starts_with("/app-health/") => {
             if req.method() != http::Method::GET && req.method() != http::Method::HEAD {
                 return text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "probes are GET requests\n".into());

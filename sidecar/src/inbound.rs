@@ -25,7 +25,7 @@ use trustmesh_core::tls;
 
 use crate::accesslog::{Entry, Outcome, request_id};
 use crate::io::{Prefixed, Protocol, detect};
-use crate::proxy::{Body, ConnGuard, Shared, mesh_response, revoked, strip_hop_by_hop};
+use crate::proxy::{Body, ConnGuard, Shared, mesh_response, strip_hop_by_hop, untrusted};
 
 /// Where inbound connections go.
 #[derive(Clone, Copy, Debug)]
@@ -46,11 +46,16 @@ pub async fn serve(listener: TcpListener, target: AppTarget, shared: Arc<Shared>
         let (tcp, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(c) => c,
-                Err(e) => { tracing::warn!(error = %e, "inbound accept failed"); continue; }
+                Err(e) => {
+                    // Out of file descriptors, typically: back off instead of spinning.
+                    tracing::warn!(error = %e, "inbound accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
             },
             _ = crate::proxy::drained(&mut draining) => return,
         };
-        let Some(guard) = shared.slot() else { continue };
+        let Some(guard) = shared.slot(true) else { continue };
         let shared = shared.clone();
         tokio::spawn(async move {
             if let Err(reason) = connection(tcp, remote, target, &shared, guard).await {
@@ -76,7 +81,7 @@ async fn connection(tcp: TcpStream, remote: SocketAddr, target: AppTarget, share
             shared.metrics.tls_failures.get_or_create(&crate::metrics::TlsLabels { direction: "inbound", reason: "plaintext" }).inc();
             return Err("plaintext refused in strict mode");
         }
-        return serve_authenticated(tcp, None, app, shared, guard).await;
+        return serve_authenticated(tcp, None, None, app, shared, guard).await;
     }
     let config = shared.server_tls.borrow().clone();
     let accepted = tokio::time::timeout(shared.limits.handshake_timeout, TlsAcceptor::from(config).accept(tcp)).await;
@@ -100,12 +105,15 @@ async fn connection(tcp: TcpStream, remote: SocketAddr, target: AppTarget, share
             return Err("peer certificate is not an X.509-SVID");
         }
     };
-    serve_authenticated(stream, peer, app, shared, guard).await
+    let expires = tls::peer_not_after(stream.get_ref().1.peer_certificates());
+    serve_authenticated(stream, peer, expires, app, shared, guard).await
 }
 
 /// Per-connection facts every request of the connection shares.
 struct Conn {
     peer: Option<SpiffeId>,
+    /// When the caller's certificate expires: the connection ends then.
+    expires: Option<std::time::SystemTime>,
     peer_str: String,
     /// `x-trustmesh-peer` for the app, built once per connection.
     peer_header: Option<http::HeaderValue>,
@@ -113,7 +121,14 @@ struct Conn {
     authority: http::uri::Authority,
 }
 
-async fn serve_authenticated<S>(mut stream: S, peer: Option<SpiffeId>, app: SocketAddr, shared: &Arc<Shared>, _guard: ConnGuard) -> Result<(), &'static str>
+async fn serve_authenticated<S>(
+    mut stream: S,
+    peer: Option<SpiffeId>,
+    expires: Option<std::time::SystemTime>,
+    app: SocketAddr,
+    shared: &Arc<Shared>,
+    _guard: ConnGuard,
+) -> Result<(), &'static str>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -145,6 +160,7 @@ where
         authority: app.to_string().parse().map_err(|_| "bad app address")?,
         peer_header: peer.as_ref().and_then(|p| http::HeaderValue::from_str(p.as_str()).ok()),
         peer,
+        expires,
         app,
     });
     match protocol {
@@ -182,7 +198,7 @@ where
     let _ = upstream.set_nodelay(true);
     tokio::select! {
         copied = crate::io::copy_bidirectional_idle(&mut stream, &mut upstream, shared.limits.idle_timeout) => copied,
-        _ = revoked(shared.live.clone(), conn.peer.clone()) => Err("caller revoked; connection closed"),
+        why = untrusted(shared.live.clone(), conn.peer.clone(), conn.expires) => Err(why),
     }
 }
 
@@ -197,7 +213,17 @@ where
         .header_read_timeout(shared.limits.header_timeout)
         .max_headers(shared.limits.max_headers)
         .max_buf_size(shared.limits.max_header_bytes.max(8192));
-    builder.http2().max_header_list_size(shared.limits.max_header_bytes as u32).max_concurrent_streams(256);
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_header_list_size(shared.limits.max_header_bytes as u32)
+        .max_concurrent_streams(256)
+        // A peer that stops answering pings is gone; its connection slot is freed.
+        .keep_alive_interval(Some(std::time::Duration::from_secs(30)))
+        .keep_alive_timeout(std::time::Duration::from_secs(10));
+    // An HTTP connection that carries no byte for the idle timeout is closed too.
+    let stream = crate::io::Counted::new(stream);
+    let moved = stream.moved();
     let svc_shared = shared.clone();
     let svc_conn = conn.clone();
     let service = hyper::service::service_fn(move |req| {
@@ -227,7 +253,8 @@ where
             }
             "http connection error"
         }),
-        _ = revoked(shared.live.clone(), conn.peer.clone()) => Err("caller revoked; connection closed"),
+        why = untrusted(shared.live.clone(), conn.peer.clone(), conn.expires) => Err(why),
+        () = crate::io::idle_for(moved, shared.limits.idle_timeout) => Err("idle timeout"),
         _ = crate::proxy::drained(&mut draining) => {
             served.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(shared.limits.drain_timeout, served).await;
@@ -301,13 +328,21 @@ async fn forward(req: Request<Incoming>, path: String, conn: &Conn, shared: &Sha
         return mesh_response(400, id, Some("bad-request"), format!("trustmesh could not forward this request target\nrequest id: {id}\n"));
     };
     parts.uri = uri;
-    parts.version = http::Version::HTTP_11;
+    // HTTP/2 callers (gRPC) reach the app over HTTP/2, everything else over HTTP/1.1. `te:
+    // trailers` is the one TE value HTTP/2 allows, and gRPC requires it.
+    let h2 = parts.version == http::Version::HTTP_2;
+    let te_trailers = h2 && parts.headers.get(http::header::TE).is_some_and(|v| v == "trailers");
+    parts.version = if h2 { http::Version::HTTP_2 } else { http::Version::HTTP_11 };
     strip_hop_by_hop(&mut parts.headers);
+    if te_trailers {
+        parts.headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+    }
     parts.headers.remove(PEER_HEADER);
     if let Some(v) = &conn.peer_header {
         parts.headers.insert(PEER_HEADER, v.clone());
     }
-    match tokio::time::timeout(shared.limits.request_timeout, shared.app.request(Request::from_parts(parts, body))).await {
+    let client = if h2 { &shared.app_h2 } else { &shared.app };
+    match tokio::time::timeout(shared.limits.request_timeout, client.request(Request::from_parts(parts, body))).await {
         Ok(Ok(resp)) => {
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);

@@ -121,36 +121,50 @@ where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    let moved = Arc::new(AtomicU64::new(0));
-    let mut counted = Counted { inner: a, moved: moved.clone() };
+    let mut counted = Counted::new(a);
+    let moved = counted.moved();
     let copy = tokio::io::copy_bidirectional(&mut counted, b);
-    let watchdog = async {
-        let mut last = 0;
-        loop {
-            tokio::time::sleep(idle).await;
-            let now = moved.load(Ordering::Relaxed);
-            if now == last {
-                return;
-            }
-            last = now;
-        }
-    };
     tokio::select! {
         result = copy => result.map(|_| ()).map_err(|_| "copy failed"),
-        () = watchdog => Err("idle timeout"),
+        () = idle_for(moved, idle) => Err("idle timeout"),
     }
 }
 
-/// Counts the bytes read from and written to a stream (both directions of a copy).
-struct Counted<'a, S: ?Sized> {
-    inner: &'a mut S,
+/// Resolves once `moved` has not changed for a whole `idle` period (checked every `idle`).
+pub async fn idle_for(moved: Arc<AtomicU64>, idle: Duration) {
+    let mut last = moved.load(Ordering::Relaxed);
+    loop {
+        tokio::time::sleep(idle).await;
+        let now = moved.load(Ordering::Relaxed);
+        if now == last {
+            return;
+        }
+        last = now;
+    }
+}
+
+/// A stream that counts the bytes read from and written to it (for idle timeouts).
+pub struct Counted<S> {
+    inner: S,
     moved: Arc<AtomicU64>,
 }
 
-impl<S: AsyncRead + Unpin + ?Sized> AsyncRead for Counted<'_, S> {
+impl<S> Counted<S> {
+    /// Wraps `inner`, counting from 0.
+    pub fn new(inner: S) -> Self {
+        Self { inner, moved: Arc::new(AtomicU64::new(0)) }
+    }
+
+    /// The byte counter, for [`idle_for`].
+    pub fn moved(&self) -> Arc<AtomicU64> {
+        self.moved.clone()
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
-        let polled = Pin::new(&mut *self.inner).poll_read(cx, buf);
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         let n = buf.filled().len() - before;
         if n > 0 {
             self.moved.fetch_add(n as u64, Ordering::Relaxed);
@@ -159,9 +173,9 @@ impl<S: AsyncRead + Unpin + ?Sized> AsyncRead for Counted<'_, S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin + ?Sized> AsyncWrite for Counted<'_, S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut *self.inner).poll_write(cx, data);
+        let polled = Pin::new(&mut self.inner).poll_write(cx, data);
         if let Poll::Ready(Ok(n)) = polled
             && n > 0
         {
@@ -171,11 +185,11 @@ impl<S: AsyncWrite + Unpin + ?Sized> AsyncWrite for Counted<'_, S> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.inner).poll_flush(cx)
+        Pin::new(&mut self.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.inner).poll_shutdown(cx)
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

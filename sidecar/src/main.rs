@@ -87,13 +87,13 @@ struct RunArgs {
     /// Do not write the JSON access log to stdout.
     #[arg(long)]
     no_access_log: bool,
-    /// Connections open at once; more are closed at accept.
+    /// Connections open at once, per direction (inbound, outbound); more are closed at accept.
     #[arg(long, default_value_t = 4096)]
     max_connections: usize,
     /// Seconds to finish in-flight requests after SIGTERM.
     #[arg(long, default_value_t = 20)]
     drain_seconds: u64,
-    /// Seconds an opaque TCP or outbound connection may carry no byte before it is closed.
+    /// Seconds a connection (HTTP, opaque TCP, outbound) may carry no byte before it is closed.
     #[arg(long, default_value_t = 3600)]
     idle_seconds: u64,
     /// Worker threads (default: one per core).

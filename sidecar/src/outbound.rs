@@ -20,7 +20,7 @@ use trustmesh_core::tls::{self, ExpectedServer, SpiffeServerVerifier, SwappableC
 
 use crate::accesslog::{Entry, Outcome, request_id};
 use crate::metrics::TlsLabels;
-use crate::proxy::{ConnGuard, Shared, revoked};
+use crate::proxy::{ConnGuard, Shared, untrusted};
 
 /// Where outbound connections go.
 #[derive(Clone, Copy, Debug)]
@@ -36,22 +36,23 @@ pub enum Upstream {
 pub struct ClientTls {
     cert: Arc<SwappableCert>,
     bundle: watch::Receiver<Vec<CertificateDer<'static>>>,
-    cache: Arc<Mutex<(usize, HashMap<BTreeSet<SpiffeId>, Arc<ClientConfig>>)>>,
+    /// The bundle the cached configs trust, and the configs by expected identity set.
+    cache: Arc<Mutex<(Vec<CertificateDer<'static>>, HashMap<BTreeSet<SpiffeId>, Arc<ClientConfig>>)>>,
 }
 
 impl ClientTls {
     /// Client TLS presenting `cert`, trusting `bundle`.
     pub fn new(cert: Arc<SwappableCert>, bundle: watch::Receiver<Vec<CertificateDer<'static>>>) -> Self {
-        Self { cert, bundle, cache: Arc::new(Mutex::new((0, HashMap::new()))) }
+        Self { cert, bundle, cache: Arc::new(Mutex::new((Vec::new(), HashMap::new()))) }
     }
 
     /// A client config that accepts only servers proving one of `ids`.
     pub fn config_for(&self, ids: &BTreeSet<SpiffeId>) -> Result<Arc<ClientConfig>, tls::TlsError> {
         let bundle = self.bundle.borrow();
-        let generation = bundle.as_ptr() as usize ^ bundle.len();
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.0 != generation {
-            *cache = (generation, HashMap::new());
+        // Compared by content (a few roots): a config trusting a removed root is never reused.
+        if cache.0 != *bundle {
+            *cache = (bundle.clone(), HashMap::new());
         }
         if let Some(c) = cache.1.get(ids) {
             return Ok(c.clone());
@@ -70,11 +71,16 @@ pub async fn serve(listener: TcpListener, upstream: Upstream, shared: Arc<Shared
         let (tcp, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(c) => c,
-                Err(e) => { tracing::warn!(error = %e, "outbound accept failed"); continue; }
+                Err(e) => {
+                    // Out of file descriptors, typically: back off instead of spinning.
+                    tracing::warn!(error = %e, "outbound accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
             },
             _ = crate::proxy::drained(&mut draining) => return,
         };
-        let Some(guard) = shared.slot() else { continue };
+        let Some(guard) = shared.slot(false) else { continue };
         let shared = shared.clone();
         tokio::spawn(async move {
             if let Err(reason) = connection(tcp, upstream, &shared, guard).await {
@@ -138,10 +144,11 @@ async fn connection(mut app: TcpStream, upstream: Upstream, shared: &Shared, _gu
         }
     };
     let server = tls::peer_identity(remote.get_ref().1.peer_certificates()).ok().flatten();
+    let expires = tls::peer_not_after(remote.get_ref().1.peer_certificates());
     pass(shared, dst, &me, server.as_ref(), "meshed");
     tokio::select! {
         copied = crate::io::copy_bidirectional_idle(&mut app, &mut remote, shared.limits.idle_timeout) => copied,
-        _ = revoked(shared.live.clone(), server) => Err("server revoked; connection closed"),
+        why = untrusted(shared.live.clone(), server, expires) => Err(why),
     }
 }
 

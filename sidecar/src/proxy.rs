@@ -26,7 +26,7 @@ pub type Body = BoxBody<Bytes, hyper::Error>;
 /// Limits that protect the sidecar and the app from bad or slow clients.
 #[derive(Clone, Debug)]
 pub struct Limits {
-    /// Connections open at once (both directions); more are closed at accept.
+    /// Connections open at once, per direction; more are closed at accept.
     pub max_connections: usize,
     /// Time to finish a TLS handshake.
     pub handshake_timeout: Duration,
@@ -42,8 +42,8 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Time to finish in-flight requests after SIGTERM.
     pub drain_timeout: Duration,
-    /// Time an opaque TCP or outbound connection may carry no byte either way before it is
-    /// closed (checked at this interval, so closed within twice this).
+    /// Time a connection (HTTP, opaque TCP or outbound) may carry no byte either way before it
+    /// is closed (checked at this interval, so closed within twice this).
     pub idle_timeout: Duration,
 }
 
@@ -77,10 +77,16 @@ pub struct Shared {
     pub log: AccessLog,
     /// Limits.
     pub limits: Limits,
-    /// Connection slots.
-    pub slots: Arc<Semaphore>,
-    /// Pooled HTTP/1.1 client to the local app.
+    /// Connection slots of inbound connections; outbound ones have their own, so callers
+    /// holding inbound connections cannot starve the app's own outbound calls.
+    pub inbound_slots: Arc<Semaphore>,
+    /// Connection slots of outbound connections.
+    pub outbound_slots: Arc<Semaphore>,
+    /// Pooled HTTP/1.1 client to the local app (for HTTP/1 callers).
     pub app: Client<HttpConnector, Incoming>,
+    /// HTTP/2 (prior knowledge, h2c) client to the local app, for HTTP/2 callers (gRPC): a
+    /// caller that speaks HTTP/2 talks to an app that does.
+    pub app_h2: Client<HttpConnector, Incoming>,
     /// Plaintext callers are the `unauthenticated` caller (true) or refused (false).
     pub permissive: bool,
     /// Flips to `true` on SIGTERM: stop accepting, finish in-flight requests.
@@ -88,17 +94,23 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// A pooled client for the app (HTTP/1.1, keep-alive, no proxying of `Host`).
-    pub fn app_client() -> Client<HttpConnector, Incoming> {
+    /// A pooled client for the app: HTTP/1.1 with keep-alive, or HTTP/2 over cleartext (`h2`).
+    pub fn app_client(h2: bool) -> Client<HttpConnector, Incoming> {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).pool_max_idle_per_host(256).build(connector)
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder.pool_idle_timeout(Duration::from_secs(90)).pool_max_idle_per_host(256);
+        if h2 {
+            builder.http2_only(true);
+        }
+        builder.build(connector)
     }
 
-    /// Takes a connection slot, or counts the overload and returns `None`.
-    pub fn slot(&self) -> Option<ConnGuard> {
-        match self.slots.clone().try_acquire_owned() {
+    /// Takes a connection slot of one direction, or counts the overload and returns `None`.
+    pub fn slot(&self, inbound: bool) -> Option<ConnGuard> {
+        let slots = if inbound { &self.inbound_slots } else { &self.outbound_slots };
+        match slots.clone().try_acquire_owned() {
             Ok(permit) => {
                 self.metrics.open_connections.inc();
                 Some(ConnGuard { _permit: permit, metrics: self.metrics.clone() })
@@ -130,17 +142,30 @@ impl Drop for ConnGuard {
     }
 }
 
-/// Resolves when `peer` appears in the revocation list (never, for no peer). Connections select
-/// on it to close as soon as a quarantine reaches this sidecar.
-pub async fn revoked(mut live: Live, peer: Option<SpiffeId>) {
-    let Some(peer) = peer else { return std::future::pending().await };
-    loop {
-        if live.borrow_and_update().as_ref().is_some_and(|a| a.snapshot.is_revoked(&peer)) {
-            return;
+/// Resolves when the peer of an open connection can no longer be trusted, with why: it appears
+/// in the revocation list (a quarantine reached this sidecar), or the certificate it
+/// authenticated with expires. Never, for no peer and no expiry. Connections select on it.
+pub async fn untrusted(mut live: Live, peer: Option<SpiffeId>, expires: Option<std::time::SystemTime>) -> &'static str {
+    let expiry = async move {
+        match expires {
+            Some(at) => tokio::time::sleep(at.duration_since(std::time::SystemTime::now()).unwrap_or_default()).await,
+            None => std::future::pending().await,
         }
-        if live.changed().await.is_err() {
-            return std::future::pending().await;
+    };
+    let revoked = async move {
+        let Some(peer) = peer else { return std::future::pending().await };
+        loop {
+            if live.borrow_and_update().as_ref().is_some_and(|a| a.snapshot.is_revoked(&peer)) {
+                return;
+            }
+            if live.changed().await.is_err() {
+                return std::future::pending().await;
+            }
         }
+    };
+    tokio::select! {
+        () = expiry => "peer certificate expired; connection closed",
+        () = revoked => "peer revoked; connection closed",
     }
 }
 
@@ -179,4 +204,24 @@ pub fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
 /// Resolves once draining has started (SIGTERM).
 pub async fn drained(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|d| *d).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_connection_ends_when_the_peer_certificate_expires() {
+        let (_tx, live) = watch::channel(None);
+        let peer = SpiffeId::parse("spiffe://td.example/ns/web/sa/frontend").ok();
+        let started = tokio::time::Instant::now();
+        let why = untrusted(live.clone(), peer.clone(), Some(SystemTime::now() + Duration::from_secs(600))).await;
+        assert_eq!(why, "peer certificate expired; connection closed");
+        assert!(started.elapsed() >= Duration::from_secs(599), "{:?}", started.elapsed());
+        // Without an expiry and without a revocation, nothing ends it.
+        let never = tokio::time::timeout(Duration::from_secs(86_400), untrusted(live, peer, None)).await;
+        assert!(never.is_err());
+    }
 }

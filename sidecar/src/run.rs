@@ -187,8 +187,10 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         metrics: metrics.clone(),
         log: if opts.access_log { AccessLog::stdout() } else { AccessLog::off() },
         limits: opts.limits.clone(),
-        slots: Arc::new(Semaphore::new(opts.limits.max_connections)),
-        app: Shared::app_client(),
+        inbound_slots: Arc::new(Semaphore::new(opts.limits.max_connections)),
+        outbound_slots: Arc::new(Semaphore::new(opts.limits.max_connections)),
+        app: Shared::app_client(false),
+        app_h2: Shared::app_client(true),
         permissive: opts.permissive,
         draining: drain_rx,
     });

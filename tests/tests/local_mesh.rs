@@ -288,3 +288,48 @@ fn egress_lock_and_opaque_ports_reach_running_sidecars() {
     assert_eq!(config_of(admin_s)["snapshot"]["opaquePorts"], serde_json::json!([app]));
     mesh.passed();
 }
+
+/// An app that answers HTTP/1.1 and HTTP/2 over cleartext (h2c, like a gRPC server) with the
+/// protocol version it saw and the caller identity the sidecar asserted.
+fn h2c_app() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { continue };
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                        let peer = req.headers().get("x-trustmesh-peer").and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned();
+                        let body = format!("{:?} {peer}\n", req.version());
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body))))
+                    });
+                    let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+                    let _ = builder.serve_connection(hyper_util::rt::TokioIo::new(tcp), svc).await;
+                });
+            }
+        });
+    });
+    port
+}
+
+#[test]
+fn http2_callers_reach_an_h2c_app_over_http2() {
+    let policy = "apiVersion: trustmesh.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: server-callers, namespace: default}\nspec:\n  targetRef: {name: server}\n  rules:\n  - from: [{identity: client}]\n    to: [{methods: [GET, POST]}]\n";
+    let mesh = LocalMesh::start("local-h2", policy);
+    let (inbound, outbound) = (mesh.inbound, free_port());
+    let app = h2c_app();
+    let (_server, _) = mesh.sidecar("server", &format!("--inbound 127.0.0.1:{inbound}=127.0.0.1:{app}"));
+    let (_client, _) = mesh.sidecar("client", &format!("--outbound 127.0.0.1:{outbound}=127.0.0.1:{inbound}"));
+    let url = format!("http://127.0.0.1:{outbound}/pkg.Service/Method");
+    let h2 = text(&run(Command::new("curl").args(["-s", "--http2-prior-knowledge", "-X", "POST", &url])));
+    assert_eq!(h2, "HTTP/2.0 spiffe://local.trustmesh/ns/default/sa/client\n", "an HTTP/2 caller reaches the app over HTTP/2");
+    let h1 = text(&run(Command::new("curl").args(["-s", "--http1.1", &url])));
+    assert_eq!(h1, "HTTP/1.1 spiffe://local.trustmesh/ns/default/sa/client\n");
+    let denied = run(Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--http2-prior-knowledge", "-X", "DELETE", &url]));
+    assert_eq!(text(&denied), "403", "HTTP/2 requests are authorized one by one");
+    mesh.passed();
+}

@@ -392,6 +392,9 @@ fn policy_is_enforced_between_pod_namespaces() {
     }
     let r = curl(&t.ns("node"), &["-X", "POST", "http://10.77.0.3:15020/app-health/8080/healthz"]);
     assert_eq!(r.code, 405, "a probe is a GET; a POST must not reach the app");
+    // The workload's policy (/config) is for the pod itself only, not for the network.
+    let r = curl(&t.ns("node"), &["http://10.77.0.3:15020/config"]);
+    assert_eq!(r.code, 403, "/config must not be readable from outside the pod: {}", r.body);
     step(start, "paths, TLS refusals and probe checked");
 
     // 6. An impostor at the server's address (the intruder's SVID) is refused by the client's sidecar.
