@@ -338,6 +338,9 @@ async fn forward(req: Request<Incoming>, path: String, conn: &Conn, shared: &Sha
         parts.headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
     }
     parts.headers.remove(PEER_HEADER);
+    // Without a declaration, HTTP/1 trailers are not forwarded: a caller cannot smuggle an
+    // x-trustmesh-peer trailer past the header clean-up above.
+    parts.headers.remove(http::header::TRAILER);
     if let Some(v) = &conn.peer_header {
         parts.headers.insert(PEER_HEADER, v.clone());
     }
