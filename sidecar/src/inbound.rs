@@ -41,28 +41,8 @@ pub const PEER_HEADER: &str = "x-trustmesh-peer";
 
 /// Accepts inbound connections until draining starts.
 pub async fn serve(listener: TcpListener, target: AppTarget, shared: Arc<Shared>) {
-    let mut draining = shared.draining.clone();
-    loop {
-        let (tcp, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(c) => c,
-                Err(e) => {
-                    // Out of file descriptors, typically: back off instead of spinning.
-                    tracing::warn!(error = %e, "inbound accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = crate::proxy::drained(&mut draining) => return,
-        };
-        let Some(guard) = shared.slot(true) else { continue };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            if let Err(reason) = connection(tcp, remote, target, &shared, guard).await {
-                tracing::debug!(%remote, reason, "inbound connection closed");
-            }
-        });
-    }
+    let handle = move |tcp, remote, shared: Arc<Shared>, guard| async move { connection(tcp, remote, target, &shared, guard).await };
+    crate::proxy::accept_until_drained(listener, "inbound", shared, handle).await;
 }
 
 async fn connection(tcp: TcpStream, remote: SocketAddr, target: AppTarget, shared: &Arc<Shared>, guard: ConnGuard) -> Result<(), &'static str> {

@@ -66,28 +66,8 @@ impl ClientTls {
 
 /// Accepts the app's outbound connections until draining starts.
 pub async fn serve(listener: TcpListener, upstream: Upstream, shared: Arc<Shared>) {
-    let mut draining = shared.draining.clone();
-    loop {
-        let (tcp, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(c) => c,
-                Err(e) => {
-                    // Out of file descriptors, typically: back off instead of spinning.
-                    tracing::warn!(error = %e, "outbound accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = crate::proxy::drained(&mut draining) => return,
-        };
-        let Some(guard) = shared.slot(false) else { continue };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            if let Err(reason) = connection(tcp, upstream, &shared, guard).await {
-                tracing::debug!(%remote, reason, "outbound connection closed");
-            }
-        });
-    }
+    let handle = move |tcp, _remote, shared: Arc<Shared>, guard| async move { connection(tcp, upstream, &shared, guard).await };
+    crate::proxy::accept_until_drained(listener, "outbound", shared, handle).await;
 }
 
 async fn connection(mut app: TcpStream, upstream: Upstream, shared: &Shared, _guard: ConnGuard) -> Result<(), &'static str> {

@@ -142,6 +142,37 @@ impl Drop for ConnGuard {
     }
 }
 
+/// Accepts connections of one `direction` (`inbound` or `outbound`) until draining starts, each
+/// with a slot of that direction's pool, and runs `handle` on each in its own task.
+pub async fn accept_until_drained<F, Fut>(listener: tokio::net::TcpListener, direction: &'static str, shared: Arc<Shared>, handle: F)
+where
+    F: Fn(tokio::net::TcpStream, std::net::SocketAddr, Arc<Shared>, ConnGuard) -> Fut,
+    Fut: std::future::Future<Output = Result<(), &'static str>> + Send + 'static,
+{
+    let mut draining = shared.draining.clone();
+    loop {
+        let (tcp, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors, typically: back off instead of spinning.
+                    tracing::warn!(direction, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = drained(&mut draining) => return,
+        };
+        let Some(guard) = shared.slot(direction == "inbound") else { continue };
+        let connection = handle(tcp, remote, shared.clone(), guard);
+        tokio::spawn(async move {
+            if let Err(reason) = connection.await {
+                tracing::debug!(direction, %remote, reason, "connection closed");
+            }
+        });
+    }
+}
+
 /// Resolves when the peer of an open connection can no longer be trusted, with why: it appears
 /// in the revocation list (a quarantine reached this sidecar), or the certificate it
 /// authenticated with expires. Never, for no peer and no expiry. Connections select on it.
