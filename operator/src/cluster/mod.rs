@@ -157,11 +157,12 @@ pub async fn run(opts: ClusterOptions) -> Result<(), ClusterError> {
     let recorder = Recorder::new(client.clone(), Reporter { controller: "trustmesh-operator".into(), instance: Some(opts.pod_name.clone()) });
     tracing::info!(namespace = %opts.namespace, trust_domain = %opts.trust_domain.as_str(), %operator_id, "control plane running in cluster mode");
     let mut view_changes = view.clone();
+    let mut failures = 0u32;
     loop {
         tokio::select! {
             _ = view_changes.changed() => {}
             _ = leading.changed() => {}
-            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+            _ = tokio::time::sleep(status::retry_after(failures)) => {}
         }
         if !*leading.borrow() {
             continue;
@@ -191,9 +192,13 @@ pub async fn run(opts: ClusterOptions) -> Result<(), ClusterError> {
         )
         .await;
         metrics.reconcile_seconds.observe(started.elapsed().as_secs_f64());
-        if let Err(e) = result {
-            metrics.reconcile_errors.get_or_create(&crate::metrics::ReasonLabel { reason: e.kind() }).inc();
-            tracing::warn!(error = %e, "status update failed; retrying on the next change or in 10 s");
+        match result {
+            Ok(_) => failures = 0,
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                metrics.reconcile_errors.get_or_create(&crate::metrics::ReasonLabel { reason: e.kind() }).inc();
+                tracing::warn!(error = %e, retry_in = ?status::retry_after(failures), "status update failed; retrying on the next change or after the backoff");
+            }
         }
         let injected: Vec<String> = view::bundle_namespaces(&objs).into_iter().collect();
         let pem = ca.bundle().to_pem();

@@ -114,6 +114,15 @@ fn same<S: serde::Serialize>(a: &S, b: &S) -> bool {
     strip(a) == strip(b)
 }
 
+/// When the leader's next pass runs without a change to trigger it: every 10 s while passes
+/// succeed (a resync), and after a failed pass with exponential backoff from 1 s up to 60 s.
+pub fn retry_after(consecutive_failures: u32) -> std::time::Duration {
+    match consecutive_failures {
+        0 => std::time::Duration::from_secs(10),
+        n => std::time::Duration::from_secs(1u64 << (n - 1).min(6)).min(std::time::Duration::from_secs(60)),
+    }
+}
+
 /// Writes every status that differs from what is stored; emits an Event when a policy's
 /// acceptance or an identity's readiness changes. Returns how many statuses were written. A
 /// failed write does not stop the others: the first error is returned after every object was

@@ -130,3 +130,9 @@ async fn a_failed_status_write_does_not_stop_the_others() {
     let status = acps.get("orders-callers").await.unwrap().status.expect("the policy's status was still written");
     assert_eq!(find(&status.conditions, ACCEPTED).unwrap().status, "True");
 }
+
+#[test]
+fn failed_passes_are_retried_with_exponential_backoff() {
+    let secs: Vec<u64> = (0..10).map(|n| retry_after(n).as_secs()).collect();
+    assert_eq!(secs, [10, 1, 2, 4, 8, 16, 32, 60, 60, 60]);
+}
