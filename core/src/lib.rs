@@ -3,6 +3,8 @@
 //! - [`spiffe`]: SPIFFE IDs and trust domains, parsed and validated as the SPIFFE ID standard says.
 //! - [`policy`]: the compiled per-workload policy, its evaluation and HTTP path normalization.
 
+#![deny(missing_docs)]
+
 pub mod policy;
 pub mod proto;
 pub mod snapshot;

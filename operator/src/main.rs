@@ -96,6 +96,12 @@ struct RunArgs {
     /// Metrics and health address.
     #[arg(long, default_value = "0.0.0.0:15014")]
     metrics_listen: SocketAddr,
+    /// Signing requests one pod may burst.
+    #[arg(long, default_value_t = 10)]
+    sign_burst: u32,
+    /// Signing requests per second one pod may sustain.
+    #[arg(long, default_value_t = 1.0)]
+    sign_rate: f64,
 }
 
 #[derive(Args)]
@@ -210,6 +216,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 listen: a.listen,
                 webhook_listen: a.webhook_listen,
                 metrics_listen: a.metrics_listen,
+                sign_burst: a.sign_burst,
+                sign_rate: a.sign_rate,
             };
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             rt.block_on(trustmesh_operator::cluster::run(opts))?;

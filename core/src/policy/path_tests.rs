@@ -1,3 +1,7 @@
+//! Path normalization as a table of sentences: what a request path becomes (or why it is refused)
+//! before any rule sees it, attack-shaped paths included, plus property tests (never panics,
+//! idempotent, output always in normalized form).
+
 use super::*;
 use proptest::prelude::*;
 

@@ -9,7 +9,8 @@ use rustls::server::ResolvesServerCert;
 use rustls::sign::CertifiedKey;
 use rustls::SignatureScheme;
 
-use super::{TlsError, parse, to_system_time};
+use super::TlsError;
+use super::svid::{parse, to_system_time};
 
 /// The certificate a [`SwappableCert`] holds, with its notAfter.
 type Held = Option<(Arc<CertifiedKey>, SystemTime)>;

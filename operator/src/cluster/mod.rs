@@ -73,6 +73,10 @@ pub struct ClusterOptions {
     pub webhook_listen: SocketAddr,
     /// Metrics listen address.
     pub metrics_listen: SocketAddr,
+    /// Signing requests one pod may burst.
+    pub sign_burst: u32,
+    /// Signing requests per second one pod may sustain.
+    pub sign_rate: f64,
 }
 
 /// Why cluster mode could not start.
@@ -113,7 +117,7 @@ pub async fn run(opts: ClusterOptions) -> Result<(), ClusterError> {
 
     // gRPC: identity and config, on every replica.
     let grpc_tls = tls::server_config(ca.bundle().roots_der(), ClientAuth::Optional, serving.clone(), vec![b"h2".to_vec()]).map_err(|e| ClusterError::Serve(e.to_string()))?;
-    let identity = IdentityService::new(ca.clone(), view.clone(), Authenticator::Kubernetes(client.clone()), RateLimiter::new(10, 1.0), metrics.clone());
+    let identity = IdentityService::new(ca.clone(), view.clone(), Authenticator::Kubernetes(client.clone()), RateLimiter::new(opts.sign_burst, opts.sign_rate), metrics.clone());
     let issued = identity.issued();
     let proxies = Arc::new(ProxyRegistry::default());
     let config = ConfigService::new(view.clone(), ca.clone(), proxies.clone(), metrics.clone());

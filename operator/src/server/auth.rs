@@ -124,33 +124,35 @@ async fn review(client: &kube::Client, token: &str) -> Result<Subject, SignError
     let status = reviewed.status.unwrap_or_default();
     if status.authenticated != Some(true) {
         let why = status.error.unwrap_or_else(|| "not authenticated".to_owned());
-        return Err(SignError::TokenRejected { reason: why });
+        return Err(SignError::TokenRejected { label: classify_review_error(&why), reason: why });
     }
     if !status.audiences.iter().flatten().any(|a| a == AUDIENCE) {
         return Err(SignError::TokenRejected {
+            label: "token_audience",
             reason: format!("the token is not for audience {AUDIENCE:?}; mount a projected token with audience {AUDIENCE}"),
         });
     }
     let user = status.user.unwrap_or_default();
     let username = user.username.unwrap_or_default();
     let Some((namespace, service_account)) = username.strip_prefix("system:serviceaccount:").and_then(|r| r.split_once(':')) else {
-        return Err(SignError::TokenRejected { reason: format!("{username:?} is not a service account") });
+        return Err(SignError::TokenRejected { label: "token_invalid", reason: format!("{username:?} is not a service account") });
     };
     let extra = user.extra.unwrap_or_default();
     let first = |k: &str| extra.get(k).and_then(|v| v.first()).cloned();
     let (Some(pod), Some(pod_uid)) = (first("authentication.kubernetes.io/pod-name"), first("authentication.kubernetes.io/pod-uid")) else {
         return Err(SignError::TokenRejected {
+            label: "token_not_pod_bound",
             reason: "the token is not bound to a pod; use a projected service-account token, not a Secret-based one".to_owned(),
         });
     };
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let found = pods.get(&pod).await.map_err(|e| SignError::Backend { what: "pod lookup", reason: e.to_string() })?;
     if found.metadata.uid.as_deref() != Some(pod_uid.as_str()) {
-        return Err(SignError::TokenRejected { reason: format!("pod {namespace}/{pod} was replaced since the token was issued") });
+        return Err(SignError::TokenRejected { label: "token_pod_mismatch", reason: format!("pod {namespace}/{pod} was replaced since the token was issued") });
     }
     let pod_sa = found.spec.as_ref().and_then(|s| s.service_account_name.as_deref()).unwrap_or("default");
     if pod_sa != service_account {
-        return Err(SignError::TokenRejected { reason: format!("pod {namespace}/{pod} runs as {pod_sa}, not {service_account}") });
+        return Err(SignError::TokenRejected { label: "token_pod_mismatch", reason: format!("pod {namespace}/{pod} runs as {pod_sa}, not {service_account}") });
     }
     Ok(Subject::Pod {
         namespace: namespace.to_owned(),
@@ -158,6 +160,20 @@ async fn review(client: &kube::Client, token: &str) -> Result<Subject, SignError
         pod,
         labels: found.metadata.labels.unwrap_or_default(),
     })
+}
+
+/// The metric label for a TokenReview that did not authenticate, from the apiserver's error text
+/// (`"[invalid bearer token, square/go-jose/jwt: validation failed, token is expired (exp)]"`,
+/// `"... token audiences [\"x\"] is invalid for the target audiences [\"trustmesh\"]"`).
+fn classify_review_error(error: &str) -> &'static str {
+    let lower = error.to_ascii_lowercase();
+    if lower.contains("expired") {
+        "token_expired"
+    } else if lower.contains("audience") {
+        "token_audience"
+    } else {
+        "token_invalid"
+    }
 }
 
 #[cfg(test)]

@@ -116,10 +116,13 @@ fn assert_review_request(seen: &Seen) {
     assert_eq!(body["spec"]["audiences"], json!(["trustmesh"]));
 }
 
-fn rejection(result: Result<Subject, SignError>) -> String {
+/// The message of a `TokenRejected` refusal counted under `label`.
+fn rejection(result: Result<Subject, SignError>, label: &str) -> String {
     match result {
         Err(e @ SignError::TokenRejected { .. }) => {
             assert_eq!(e.code(), tonic::Code::Unauthenticated);
+            assert_eq!(e.reason(), label, "metric label of {e}");
+            assert!(e.is_bad_credential());
             e.to_string()
         }
         other => panic!("expected TokenRejected, got {other:?}"),
@@ -154,10 +157,15 @@ async fn an_unauthenticated_token_is_rejected_with_the_apiservers_reason() {
     let (result, seen) = review_with(vec![(201, reviewed(status))], &shop()).await;
     assert_eq!(seen.len(), 1, "no pod lookup for a refused token");
     assert_review_request(&seen[0]);
-    assert!(rejection(result).ends_with("service account token has expired]"));
+    assert!(rejection(result, "token_expired").ends_with("service account token has expired]"));
 
     let (result, _) = review_with(vec![(201, reviewed(json!({})))], &shop()).await;
-    assert!(rejection(result).contains("not authenticated"));
+    assert!(rejection(result, "token_invalid").contains("not authenticated"));
+
+    let status = json!({"authenticated": false,
+        "error": "[invalid bearer token, token audiences [\"api\"] is invalid for the target audiences [\"trustmesh\"]]"});
+    let (result, _) = review_with(vec![(201, reviewed(status))], &shop()).await;
+    assert!(rejection(result, "token_audience").contains("target audiences"));
 }
 
 #[tokio::test]
@@ -167,7 +175,7 @@ async fn a_token_for_another_audience_is_rejected() {
         status["audiences"] = audiences.clone();
         let (result, seen) = review_with(vec![(201, reviewed(status))], &shop()).await;
         assert_eq!(seen.len(), 1);
-        let msg = rejection(result);
+        let msg = rejection(result, "token_audience");
         assert!(msg.contains("not for audience \"trustmesh\"") && msg.contains("projected token with audience trustmesh"), "{audiences}: {msg}");
     }
 }
@@ -179,7 +187,7 @@ async fn only_service_accounts_are_accepted() {
         status["user"]["username"] = json!(user);
         let (result, seen) = review_with(vec![(201, reviewed(status))], &shop()).await;
         assert_eq!(seen.len(), 1);
-        assert!(rejection(result).contains(&format!("{user:?} is not a service account")), "{user}");
+        assert!(rejection(result, "token_invalid").contains(&format!("{user:?} is not a service account")), "{user}");
     }
 }
 
@@ -189,7 +197,7 @@ async fn a_token_not_bound_to_a_pod_is_rejected() {
     status["user"]["extra"] = json!({});
     let (result, seen) = review_with(vec![(201, reviewed(status))], &shop()).await;
     assert_eq!(seen.len(), 1);
-    let msg = rejection(result);
+    let msg = rejection(result, "token_not_pod_bound");
     assert!(msg.contains("not bound to a pod") && msg.contains("projected"), "{msg}");
 }
 
@@ -199,7 +207,7 @@ async fn a_token_of_a_replaced_pod_is_rejected() {
     let (result, seen) = review_with(vec![(201, reviewed(bound_status())), (200, other)], &shop()).await;
     assert_eq!(seen.len(), 2);
     assert_eq!(seen[1].1, ORDERS_POD);
-    assert_eq!(rejection(result), "service-account token refused: pod shop/orders-7d9 was replaced since the token was issued");
+    assert_eq!(rejection(result, "token_pod_mismatch"), "service-account token refused: pod shop/orders-7d9 was replaced since the token was issued");
 }
 
 #[tokio::test]

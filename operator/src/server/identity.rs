@@ -1,5 +1,6 @@
 //! `Identity.Sign`: a proven caller's CSR becomes an X.509-SVID for the identity that covers it.
 
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
@@ -17,20 +18,30 @@ use crate::state::MeshView;
 /// Certificates issued per WorkloadIdentity since start (for `status.issuedCertificates`).
 pub type IssuedCounts = Arc<Mutex<std::collections::BTreeMap<crate::compile::ObjectKey, i64>>>;
 
+/// Refused credentials one address may send at once before it is not heard for a while.
+const FAILURE_BURST: u32 = 20;
+/// Refused credentials per second one address may sustain (one every two seconds: a sidecar
+/// retrying with backoff never gets there; a token guesser or a TokenReview flood does at once).
+const FAILURE_RATE: f64 = 0.5;
+
 /// The signing service.
 pub struct IdentityService {
     ca: Arc<CertificateAuthority>,
     issued: IssuedCounts,
     view: watch::Receiver<Arc<MeshView>>,
     auth: Authenticator,
+    /// Per proven caller: every request, before its identity is looked up.
     limiter: Mutex<RateLimiter>,
+    /// Per address: refused credentials, checked before the credential is (so no TokenReview).
+    failures: Mutex<RateLimiter>,
     metrics: Arc<Metrics>,
 }
 
 impl IdentityService {
     /// A service signing with `ca` for the identities in `view`.
     pub fn new(ca: Arc<CertificateAuthority>, view: watch::Receiver<Arc<MeshView>>, auth: Authenticator, limiter: RateLimiter, metrics: Arc<Metrics>) -> Self {
-        Self { ca, issued: IssuedCounts::default(), view, auth, limiter: Mutex::new(limiter), metrics }
+        let failures = Mutex::new(RateLimiter::new(FAILURE_BURST, FAILURE_RATE));
+        Self { ca, issued: IssuedCounts::default(), view, auth, limiter: Mutex::new(limiter), failures, metrics }
     }
 
     /// The per-identity issue counters (shared with the status controller).
@@ -38,15 +49,29 @@ impl IdentityService {
         self.issued.clone()
     }
 
-    /// The decision and signing, without gRPC around it.
-    pub async fn sign_request(&self, req: &SignRequest) -> Result<SignResponse, SignError> {
+    /// The decision and signing, without gRPC around it; `peer` is the caller's address.
+    pub async fn sign_request(&self, req: &SignRequest, peer: Option<IpAddr>) -> Result<SignResponse, SignError> {
+        let peer_key = peer.map(|ip| ip.to_string());
+        if let (Some(ip), Some(k)) = (peer, &peer_key) {
+            lock(&self.failures).peek(k, Instant::now()).map_err(|retry_after| SignError::TooManyFailures { peer: ip, retry_after })?;
+        }
         let view = self.view.borrow().clone();
         let cred = match &req.credential {
             Some(WireCredential::JoinToken(t)) => Some(Credential::JoinToken(t)),
             Some(WireCredential::ServiceAccountToken(t)) => Some(Credential::ServiceAccountToken(t)),
             None => None,
         };
-        let subject = self.auth.authenticate(cred, &view).await?;
+        let subject = match self.auth.authenticate(cred, &view).await {
+            Ok(subject) => subject,
+            Err(e) => {
+                if let (true, Some(k)) = (e.is_bad_credential(), &peer_key) {
+                    let _ = lock(&self.failures).check(k, Instant::now());
+                }
+                return Err(e);
+            }
+        };
+        let caller = subject.rate_key();
+        lock(&self.limiter).check(&caller, Instant::now()).map_err(|retry_after| SignError::RateLimited { caller: caller.clone(), retry_after })?;
         let key = subject.identity(&view)?;
         let Some(workload) = view.compiled.workloads.get(&key) else {
             return Err(match view.compiled.identities.get(&key).and_then(|r| r.problems.first()) {
@@ -56,11 +81,6 @@ impl IdentityService {
         };
         if workload.suspended {
             return Err(SignError::Suspended { spiffe_id: workload.spiffe_id.to_string(), key: key.to_string() });
-        }
-        let caller = subject.rate_key();
-        {
-            let mut limiter = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
-            limiter.check(&caller, Instant::now()).map_err(|retry_after| SignError::RateLimited { caller: caller.clone(), retry_after })?;
         }
         let svid = self.ca.sign_csr(&req.csr_der, &workload.spiffe_id, workload.ttl, SystemTime::now()).map_err(|e| match e {
             CaError::InvalidCsr { .. } | CaError::UnsupportedKey { .. } | CaError::CsrSignature => SignError::BadCsr(e),
@@ -78,11 +98,16 @@ impl IdentityService {
     }
 }
 
+fn lock(limiter: &Mutex<RateLimiter>) -> std::sync::MutexGuard<'_, RateLimiter> {
+    limiter.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 #[tonic::async_trait]
 impl Identity for IdentityService {
     async fn sign(&self, request: tonic::Request<SignRequest>) -> Result<tonic::Response<SignResponse>, tonic::Status> {
         let started = Instant::now();
-        let result = self.sign_request(request.get_ref()).await;
+        let peer = request.extensions().get::<super::incoming::PeerInfo>().map(|p| p.remote);
+        let result = self.sign_request(request.get_ref(), peer.map(|a| a.ip())).await;
         self.metrics.sign_seconds.observe(started.elapsed().as_secs_f64());
         match result {
             Ok(resp) => {
@@ -91,10 +116,14 @@ impl Identity for IdentityService {
             }
             Err(e) => {
                 self.metrics.svid_refusals.get_or_create(&ReasonLabel { reason: e.reason() }).inc();
-                let peer = request.extensions().get::<super::incoming::PeerInfo>().map(|p| p.remote.to_string()).unwrap_or_default();
+                let peer = peer.map(|p| p.to_string()).unwrap_or_default();
                 tracing::warn!(reason = e.reason(), %peer, error = %e, "refused a signing request");
                 Err(e.into())
             }
         }
     }
 }
+
+#[cfg(test)]
+#[path = "identity_tests.rs"]
+mod tests;

@@ -34,6 +34,9 @@ pub enum SignError {
     /// The apiserver did not vouch for the service-account token.
     #[error("service-account token refused: {reason}")]
     TokenRejected {
+        /// The metric label: `token_expired`, `token_audience`, `token_not_pod_bound`,
+        /// `token_pod_mismatch` or `token_invalid`.
+        label: &'static str,
         /// Why.
         reason: String,
     },
@@ -63,6 +66,14 @@ pub enum SignError {
         spiffe_id: String,
         /// `namespace/name`.
         key: String,
+    },
+    /// Too many refused credentials from one address: it is not heard again until it slows down.
+    #[error("too many refused credentials from {peer}; retry in {}s with a valid token", retry_after.as_secs().max(1))]
+    TooManyFailures {
+        /// The caller's address.
+        peer: std::net::IpAddr,
+        /// When a request is heard again.
+        retry_after: Duration,
     },
     /// Too many requests from one caller.
     #[error("too many signing requests from {caller}; retry in {}s", retry_after.as_secs().max(1))]
@@ -99,7 +110,7 @@ impl SignError {
             Self::NoIdentity { .. } | Self::IdentityMissing(_) => Code::NotFound,
             Self::IdentityNotReady { .. } => Code::FailedPrecondition,
             Self::Suspended { .. } => Code::PermissionDenied,
-            Self::RateLimited { .. } => Code::ResourceExhausted,
+            Self::RateLimited { .. } | Self::TooManyFailures { .. } => Code::ResourceExhausted,
             Self::BadCsr(_) => Code::InvalidArgument,
             Self::CaFailure(_) => Code::Internal,
             Self::Backend { .. } => Code::Unavailable,
@@ -112,15 +123,25 @@ impl SignError {
             Self::MissingCredential => "missing_credential",
             Self::UnknownJoinToken => "unknown_join_token",
             Self::WrongCredentialKind { .. } => "wrong_credential_kind",
-            Self::TokenRejected { .. } => "token_rejected",
+            Self::TokenRejected { label, .. } => label,
             Self::NoIdentity { .. } | Self::IdentityMissing(_) => "no_identity",
             Self::IdentityNotReady { .. } => "identity_not_ready",
             Self::Suspended { .. } => "suspended",
             Self::RateLimited { .. } => "rate_limited",
+            Self::TooManyFailures { .. } => "too_many_failures",
+            Self::BadCsr(CaError::UnsupportedKey { .. }) => "unsupported_key",
             Self::BadCsr(_) => "bad_csr",
             Self::CaFailure(_) => "ca_failure",
             Self::Backend { .. } => "backend",
         }
+    }
+}
+
+impl SignError {
+    /// Whether this refusal is a credential that did not prove anything (counted per address, so
+    /// guessing tokens or flooding the TokenReview API is throttled before any check is made).
+    pub fn is_bad_credential(&self) -> bool {
+        matches!(self, Self::MissingCredential | Self::UnknownJoinToken | Self::WrongCredentialKind { .. } | Self::TokenRejected { .. })
     }
 }
 

@@ -19,6 +19,19 @@ impl RateLimiter {
 
     /// Takes one token for `key`; `Err(wait)` says how long until one is available.
     pub fn check(&mut self, key: &str, now: Instant) -> Result<(), Duration> {
+        self.refill(key, now)?;
+        if let Some((tokens, _)) = self.buckets.get_mut(key) {
+            *tokens -= 1.0;
+        }
+        Ok(())
+    }
+
+    /// Whether `key` has a token, without taking it (`Err(wait)` as for [`check`](Self::check)).
+    pub fn peek(&mut self, key: &str, now: Instant) -> Result<(), Duration> {
+        self.refill(key, now)
+    }
+
+    fn refill(&mut self, key: &str, now: Instant) -> Result<(), Duration> {
         if self.buckets.len() > 100_000 {
             // Bound memory: forget callers whose bucket is full again.
             let (burst, rate) = (self.burst, self.per_second);
@@ -28,7 +41,6 @@ impl RateLimiter {
         *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
         *at = now;
         if *tokens >= 1.0 {
-            *tokens -= 1.0;
             Ok(())
         } else if self.per_second > 0.0 {
             Err(Duration::from_secs_f64((1.0 - *tokens) / self.per_second))
@@ -54,5 +66,15 @@ mod tests {
         assert_eq!(rl.check("b", t0), Ok(()), "another caller has its own bucket");
         assert_eq!(rl.check("a", t0 + Duration::from_secs(1)), Ok(()), "one token back after a second");
         assert!(rl.check("a", t0 + Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
+    fn peek_does_not_take_a_token() {
+        let t0 = Instant::now();
+        let mut rl = RateLimiter::new(1, 1.0);
+        assert_eq!(rl.peek("a", t0), Ok(()));
+        assert_eq!(rl.peek("a", t0), Ok(()), "peeking twice leaves the token");
+        assert_eq!(rl.check("a", t0), Ok(()));
+        assert!(rl.peek("a", t0).is_err(), "the only token is gone");
     }
 }
