@@ -140,14 +140,17 @@ fn by(s: &mut String, prefix: &str, d: &Decided<'_>) {
         Decided::Rule { policy, rule_index } => {
             let _ = write!(s, ",\"{prefix}policy\":");
             json_str(s, &policy.to_string());
+            // The decision itself is always an enforced rule's; an audit finding an audit rule's.
+            let mode = if prefix.is_empty() { "enforce" } else { "audit" };
             if *rule_index == u32::MAX {
                 let _ = write!(s, ",\"{prefix}rule\":\"rejected-policy-fail-closed\",\"{prefix}mode\":\"enforce\"");
             } else {
-                let _ = write!(s, ",\"{prefix}rule\":{rule_index}");
+                let _ = write!(s, ",\"{prefix}rule\":{rule_index},\"{prefix}mode\":\"{mode}\"");
             }
         }
         Decided::Default(a) => {
-            let _ = write!(s, ",\"{prefix}policy\":\"default\",\"{prefix}default_action\":\"{}\"", a.as_str());
+            let mode = if a.as_str() == "audit" { "audit" } else { "enforce" };
+            let _ = write!(s, ",\"{prefix}policy\":\"default\",\"{prefix}default_action\":\"{}\",\"{prefix}mode\":\"{mode}\"", a.as_str());
         }
     }
 }
@@ -165,4 +168,44 @@ fn json_str(s: &mut String, v: &str) {
         }
     }
     s.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use trustmesh_core::policy::{DefaultAction, PolicyRef, Verdict};
+
+    use super::*;
+
+    fn line(http: Option<(&str, &str)>, decision: &Decision<'_>) -> serde_json::Value {
+        let e = Entry { id: "1-2", direction: "inbound", src: "spiffe://td/ns/a/sa/b", dst: "spiffe://td/ns/c/sa/d", port: 8080, http, outcome: Outcome::Decided(decision) };
+        let text = format_line(&e);
+        assert!(text.ends_with("}\n") && text.matches('\n').count() == 1, "one line: {text:?}");
+        serde_json::from_str(&text).expect("valid JSON")
+    }
+
+    #[test]
+    fn a_rule_decision_names_policy_rule_and_mode_and_the_audit_finding() {
+        let policy = PolicyRef { namespace: "shop".into(), name: "orders-callers".into(), generation: 7 };
+        let audit = PolicyRef { namespace: "shop".into(), name: "tighten\"it".into(), generation: 1 };
+        let d = Decision {
+            verdict: Verdict::Allow,
+            by: Decided::Rule { policy: &policy, rule_index: 2 },
+            audit: Some((Verdict::Deny, Decided::Rule { policy: &audit, rule_index: 0 })),
+        };
+        let v = line(Some(("GET", "/api/\"x\"")), &d);
+        assert_eq!(v["path"], "/api/\"x\"", "quotes are escaped");
+        assert_eq!((&v["decision"], &v["policy"], &v["rule"], &v["mode"]), (&"allow".into(), &"shop/orders-callers@7".into(), &2.into(), &"enforce".into()));
+        assert_eq!((&v["audit"], &v["audit_policy"], &v["audit_mode"]), (&"would deny".into(), &"shop/tighten\"it@1".into(), &"audit".into()));
+    }
+
+    #[test]
+    fn a_default_decision_names_the_default_and_whether_it_enforces() {
+        let d = Decision { verdict: Verdict::Deny, by: Decided::Default(DefaultAction::Deny), audit: None };
+        let v = line(None, &d);
+        assert_eq!((&v["policy"], &v["default_action"], &v["mode"]), (&"default".into(), &"deny".into(), &"enforce".into()));
+        assert!(v.get("method").is_none() && v.get("audit").is_none(), "{v}");
+        let d = Decision { verdict: Verdict::Allow, by: Decided::Default(DefaultAction::Audit), audit: Some((Verdict::Deny, Decided::Default(DefaultAction::Audit))) };
+        let v = line(None, &d);
+        assert_eq!((&v["mode"], &v["audit"]), (&"audit".into(), &"would deny".into()));
+    }
 }

@@ -34,6 +34,8 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     /// Exactly the app probes (port, path) the kubelet may reach through `/app-health/<port>/<path>`.
     pub probe_paths: BTreeSet<(u16, String)>,
+    /// `true` once draining has started (SIGTERM): not ready, so no new traffic is sent here.
+    pub draining: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Admin connections open at once (probes and scrapes are short).
@@ -94,14 +96,19 @@ async fn route(req: Request<Incoming>, admin: &Admin, local: bool) -> Resp {
             if req.method() != http::Method::GET && req.method() != http::Method::HEAD {
                 return text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "probes are GET requests\n".into());
             }
-            probe(&p["/app-health/".len()..], admin).await
+            // The raw path and query: probes are matched and forwarded exactly as configured.
+            let target = req.uri().path_and_query().map_or(p, |pq| pq.as_str());
+            probe(&target["/app-health/".len()..], admin).await
         }
         _ => text(StatusCode::NOT_FOUND, "text/plain", "try /live, /ready, /metrics or /config\n".into()),
     }
 }
 
-/// Ready when a valid certificate and a snapshot are both in place.
+/// Ready when a valid certificate and a snapshot are both in place, until draining starts.
 fn readiness(admin: &Admin) -> Result<(), &'static str> {
+    if *admin.draining.borrow() {
+        return Err("draining (shutting down)");
+    }
     if admin.cert.current().is_none() {
         return Err("no valid certificate yet");
     }
@@ -131,11 +138,11 @@ async fn probe(rest: &str, admin: &Admin) -> Resp {
     let Ok(port) = port.parse::<u16>() else {
         return text(StatusCode::BAD_REQUEST, "text/plain", "use /app-health/<port>/<path>\n".into());
     };
-    // Only the configured probes, matched exactly on the raw path: nothing else on the app is
-    // reachable without mTLS and policy.
+    // Only the configured probes, matched exactly on the raw path and query: nothing else on the
+    // app is reachable without mTLS and policy.
     let path = format!("/{path}");
     if !admin.probe_paths.contains(&(port, path.clone())) {
-        return text(StatusCode::FORBIDDEN, "text/plain", format!("{port}:{path} is not a configured probe (--probe-paths)\n"));
+        return text(StatusCode::FORBIDDEN, "text/plain", format!("{port}:{path} is not a configured probe (--probe-path)\n"));
     }
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let Ok(uri) = format!("http://127.0.0.1:{port}{path}").parse::<http::Uri>() else {

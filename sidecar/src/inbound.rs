@@ -54,8 +54,17 @@ async fn connection(tcp: TcpStream, remote: SocketAddr, target: AppTarget, share
             SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), dst.port())
         }
     };
+    // Strict mode waits for a ClientHello as long as for a handshake (a slow caller is not
+    // plaintext); permissive mode treats silence past the detection time as a plaintext caller
+    // of a server-speaks-first protocol.
+    let wait = if shared.permissive { shared.limits.detect_timeout } else { shared.limits.handshake_timeout };
     let mut first = [0u8; 1];
-    let is_tls = tokio::time::timeout(shared.limits.detect_timeout, tcp.peek(&mut first)).await.is_ok_and(|r| r.is_ok_and(|n| n == 1 && first[0] == 0x16));
+    let is_tls = match tokio::time::timeout(wait, tcp.peek(&mut first)).await {
+        Ok(Ok(0)) => return Ok(()), // closed before a byte (a port check): nothing to decide
+        Ok(Ok(_)) => first[0] == 0x16,
+        Ok(Err(_)) => return Err("read failed before the handshake"),
+        Err(_) => false,
+    };
     if !is_tls {
         if !shared.permissive {
             shared.metrics.tls_failures.get_or_create(&crate::metrics::TlsLabels { direction: "inbound", reason: "plaintext" }).inc();
@@ -216,7 +225,7 @@ where
     tokio::select! {
         res = served.as_mut() => res.map_err(|e| {
             // hyper has answered malformed HTTP/1 with 400 (431 for oversized headers) and a
-            // slow client's header timeout with 408; log it like any other refusal.
+            // closed a slow client's connection at the header timeout; log it like any other refusal.
             let reason = e.downcast_ref::<hyper::Error>().and_then(|h| {
                 if h.is_parse_too_large() {
                     Some("headers_too_large")

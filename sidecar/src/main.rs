@@ -74,15 +74,20 @@ struct RunArgs {
     /// destinations from SO_ORIGINAL_DST (after `trustmesh-sidecar init`).
     #[arg(long)]
     transparent: bool,
+    /// With --transparent: also inbound on [::]:15006 and outbound on [::1]:15001, for the
+    /// IPv6 rules of `init --ipv6`.
+    #[arg(long, requires = "transparent")]
+    ipv6: bool,
     /// Admin listener (/live, /ready, /metrics, /config, /app-health).
     #[arg(long, default_value = "127.0.0.1:15020")]
     admin: SocketAddr,
     /// Accept plaintext and certificate-less callers as `unauthenticated` (migration aid).
     #[arg(long)]
     permissive: bool,
-    /// Exactly the app probes the kubelet may reach through /app-health/<port>/<path> on the admin
-    /// port, as PORT:/PATH (comma list). Nothing else on the app is reachable there.
-    #[arg(long, value_delimiter = ',', value_parser = parse_probe)]
+    /// An app probe the kubelet may reach through /app-health/<port>/<path> on the admin port, as
+    /// PORT:/PATH[?QUERY] (repeat the flag for each). Matched and forwarded exactly as written;
+    /// nothing else on the app is reachable there.
+    #[arg(long = "probe-path", value_parser = parse_probe)]
     probe_paths: Vec<(u16, String)>,
     /// Do not write the JSON access log to stdout.
     #[arg(long)]
@@ -90,6 +95,9 @@ struct RunArgs {
     /// Connections open at once, per direction (inbound, outbound); more are closed at accept.
     #[arg(long, default_value_t = 4096)]
     max_connections: usize,
+    /// Seconds a client has to send a complete request head (slow-client protection: the connection is closed after, and the access log says `header_timeout`).
+    #[arg(long, default_value_t = 10)]
+    header_seconds: u64,
     /// Seconds to finish in-flight requests after SIGTERM.
     #[arg(long, default_value_t = 20)]
     drain_seconds: u64,
@@ -155,8 +163,11 @@ fn init(a: InitArgs) -> anyhow::Result<()> {
 fn parse_probe(s: &str) -> Result<(u16, String), String> {
     let (port, path) = s.split_once(':').ok_or_else(|| format!("{s:?}: expected PORT:/PATH, e.g. 8080:/healthz"))?;
     let port: u16 = port.parse().map_err(|e| format!("{s:?}: port: {e}"))?;
-    let path = trustmesh_core::policy::normalize_path(path).map_err(|e| format!("{s:?}: {e}"))?;
-    Ok((port, path.into_string()))
+    let parsed: Option<http::uri::PathAndQuery> = path.parse().ok();
+    if !path.starts_with('/') || parsed.is_none_or(|p| p.as_str() != path) {
+        return Err(format!("{s:?}: {path:?} is not an absolute URI path with an optional query, e.g. /healthz?full=1"));
+    }
+    Ok((port, path.to_owned()))
 }
 
 fn parse_pair(s: &str) -> Result<(SocketAddr, SocketAddr), String> {
@@ -250,6 +261,10 @@ fn run_options(a: RunArgs) -> anyhow::Result<RunOptions> {
     if a.transparent {
         inbound.push((SocketAddr::from(([0, 0, 0, 0], 15006)), AppTarget::OriginalDst));
         outbound.push((SocketAddr::from(([127, 0, 0, 1], 15001)), Upstream::OriginalDst));
+        if a.ipv6 {
+            inbound.push((SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 15006)), AppTarget::OriginalDst));
+            outbound.push((SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 15001)), Upstream::OriginalDst));
+        }
     }
     if inbound.is_empty() && outbound.is_empty() {
         bail!("no listeners: pass --inbound LISTEN=APP, --outbound LISTEN=REMOTE or --transparent");
@@ -257,6 +272,7 @@ fn run_options(a: RunArgs) -> anyhow::Result<RunOptions> {
     let limits = Limits {
         max_connections: a.max_connections,
         drain_timeout: std::time::Duration::from_secs(a.drain_seconds),
+        header_timeout: std::time::Duration::from_secs(a.header_seconds.max(1)),
         idle_timeout: std::time::Duration::from_secs(a.idle_seconds.max(1)),
         ..Limits::default()
     };

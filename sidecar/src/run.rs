@@ -195,17 +195,23 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         draining: drain_rx,
     });
     for (addr, target) in &opts.inbound {
-        let l = TcpListener::bind(addr).await.map_err(|source| RunError::Bind { addr: *addr, source })?;
+        let l = bind(*addr)?;
         tracing::info!(listen = %addr, ?target, "inbound listener");
         tasks.push(tokio::spawn(inbound::serve(l, *target, shared.clone())));
     }
     for (addr, upstream) in &opts.outbound {
-        let l = TcpListener::bind(addr).await.map_err(|source| RunError::Bind { addr: *addr, source })?;
+        let l = bind(*addr)?;
         tracing::info!(listen = %addr, ?upstream, "outbound listener");
         tasks.push(tokio::spawn(outbound::serve(l, *upstream, shared.clone())));
     }
     let admin_listener = TcpListener::bind(opts.admin).await.map_err(|source| RunError::Bind { addr: opts.admin, source })?;
-    let admin = Arc::new(Admin { live: live_rx, cert, metrics: metrics.clone(), probe_paths: opts.probe_paths.clone() });
+    let admin = Arc::new(Admin {
+        live: live_rx,
+        cert,
+        metrics: metrics.clone(),
+        probe_paths: opts.probe_paths.clone(),
+        draining: shared.draining.clone(),
+    });
     tasks.push(tokio::spawn(admin::serve(admin_listener, admin)));
 
     shutdown_signal().await;
@@ -219,6 +225,22 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         t.abort();
     }
     Ok(())
+}
+
+/// Binds a listener. An IPv6 address gets an IPv6-only socket, so `[::]:15006` can sit beside
+/// `0.0.0.0:15006` whatever `net.ipv6.bindv6only` says.
+fn bind(addr: SocketAddr) -> Result<TcpListener, RunError> {
+    let err = |source| RunError::Bind { addr, source };
+    if addr.is_ipv4() {
+        let l = std::net::TcpListener::bind(addr).map_err(err)?;
+        l.set_nonblocking(true).map_err(err)?;
+        return TcpListener::from_std(l).map_err(err);
+    }
+    let socket = tokio::net::TcpSocket::new_v6().map_err(err)?;
+    nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::Ipv6V6Only, &true).map_err(|e| err(e.into()))?;
+    socket.set_reuseaddr(true).map_err(err)?;
+    socket.bind(addr).map_err(err)?;
+    socket.listen(1024).map_err(err)
 }
 
 fn hostname() -> String {

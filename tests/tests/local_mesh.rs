@@ -2,13 +2,13 @@
 //! exits 0; a policy edit reaches running sidecars over Config.Watch without a restart; a
 //! quarantine refuses new connections and closes the open one.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
 use std::process::Command;
 use std::time::Duration;
 
-use trustmesh_tests::{Proc, bin, eventually, free_port, run, text, wait_for_port};
+use trustmesh_tests::local::{LocalMesh, app, connect, request};
+use trustmesh_tests::{Proc, bin, eventually, free_port, run, text};
 
 #[test]
 fn the_demo_prints_its_table_and_exits_zero() {
@@ -23,111 +23,6 @@ fn the_demo_prints_its_table_and_exits_zero() {
         assert!(t.contains(row), "missing row {row:?} in:\n{t}");
     }
     assert!(t.contains("is now allowed") && t.contains("are refused") && t.contains("demo finished"), "{t}");
-}
-
-/// An app that answers every HTTP/1.1 request with 200 on a keep-alive connection.
-fn app() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut stream = stream;
-                loop {
-                    let mut line = String::new();
-                    let mut head = 0;
-                    while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
-                        head += 1;
-                        if line == "\r\n" {
-                            break;
-                        }
-                        line.clear();
-                    }
-                    if head == 0 || stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n").is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    port
-}
-
-/// Sends one request on `conn` and returns the status code (0 when the connection is gone).
-fn request(conn: &mut TcpStream, method: &str) -> u16 {
-    let req = format!("{method} /api/x HTTP/1.1\r\nhost: server\r\ncontent-length: 0\r\n\r\n");
-    if conn.write_all(req.as_bytes()).is_err() {
-        return 0;
-    }
-    let mut buf = [0u8; 4096];
-    let n = conn.read(&mut buf).unwrap_or(0);
-    let head = String::from_utf8_lossy(&buf[..n]);
-    head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
-}
-
-fn connect(port: u16) -> TcpStream {
-    let c = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    c
-}
-
-/// A local-mode directory with workloads `client` and `server` (the latter at
-/// 127.0.0.1:`inbound`), `policy` written to `resources/policy.yaml`, and the operator running on
-/// it. The directory (with every process's log) is kept when a test fails.
-struct LocalMesh {
-    dir: PathBuf,
-    grpc: u16,
-    metrics: u16,
-    inbound: u16,
-    _operator: Proc,
-}
-
-impl LocalMesh {
-    fn start(name: &str, policy: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("trustmesh-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let d = dir.to_str().unwrap();
-        let op = |args: &[&str]| {
-            let o = run(Command::new(bin("trustmesh-operator")).args(["local"]).args(args));
-            assert!(o.status.success(), "{}", text(&o));
-        };
-        let (inbound, grpc, metrics) = (free_port(), free_port(), free_port());
-        op(&["init", d]);
-        op(&["add-workload", d, "--name", "client"]);
-        op(&["add-workload", d, "--name", "server", "--address", &format!("127.0.0.1:{inbound}")]);
-        std::fs::write(dir.join("resources/policy.yaml"), policy).unwrap();
-        let mut cmd = Command::new(bin("trustmesh-operator"));
-        cmd.args(["local", "--dir", d, "--listen", &format!("127.0.0.1:{grpc}"), "--metrics-listen", &format!("127.0.0.1:{metrics}")]);
-        let operator = Proc::spawn(cmd, dir.join("operator.log"));
-        wait_for_port(format!("127.0.0.1:{grpc}").parse().unwrap(), Duration::from_secs(20));
-        Self { dir, grpc, metrics, inbound, _operator: operator }
-    }
-
-    /// Starts the sidecar of workload `name` with `listeners` and waits until it is ready
-    /// (certificate and snapshot). Returns it and its admin port.
-    fn sidecar(&self, name: &str, listeners: &str) -> (Proc, u16) {
-        let admin = free_port();
-        let mut cmd = Command::new(bin("trustmesh-sidecar"));
-        cmd.args(["run", "--operator", &format!("127.0.0.1:{}", self.grpc), "--bundle"]).arg(self.dir.join("bundle.pem"));
-        cmd.arg("--token-file").arg(self.dir.join("tokens").join(name));
-        cmd.args(listeners.split(' ')).args(["--admin", &format!("127.0.0.1:{admin}")]);
-        let p = Proc::spawn(cmd, self.dir.join(format!("{name}.log")));
-        eventually(Duration::from_secs(20), "the sidecar to be ready (certificate + snapshot)", || {
-            let o = run(Command::new("curl").args(["-sf", &format!("http://127.0.0.1:{admin}/ready")]));
-            o.status.success().then_some(())
-        });
-        assert!(!p.output().contains("panicked"));
-        (p, admin)
-    }
-
-    fn write(&self, file: &str, content: &str) {
-        std::fs::write(self.dir.join("resources").join(file), content).unwrap();
-    }
-
-    fn passed(self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 #[test]

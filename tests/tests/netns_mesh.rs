@@ -205,7 +205,7 @@ impl Topology {
         let _ = run(Command::new("chown").arg("-R").arg("1337:1337").arg(self.pod_dir(pod)));
         let sidecar = bin("trustmesh-sidecar");
         let mut args = vec!["setpriv", "--reuid=1337", "--regid=1337", "--clear-groups", sidecar.to_str().unwrap(), "run", "--transparent"];
-        args.extend_from_slice(&["--admin", "0.0.0.0:15020", "--probe-paths", "8080:/healthz"]);
+        args.extend_from_slice(&["--admin", "0.0.0.0:15020", "--probe-path", "8080:/healthz", "--probe-path", "8080:/healthz?deep=1"]);
         args.extend_from_slice(identity);
         let cmd = self.ns_cmd(pod, &args);
         self.spawn(log, cmd);
@@ -385,8 +385,10 @@ fn policy_is_enforced_between_pod_namespaces() {
     // Kubelet-style probe through the admin port (not redirected), from the node.
     let r = curl(&t.ns("node"), &["http://10.77.0.3:15020/app-health/8080/healthz"]);
     assert_eq!(r.code, 200, "the probe /app-health/8080/healthz should reach the app: {}", r.body);
-    // ... and nothing but the configured probe: no other path, no path tricks, no other method.
-    for other in ["/app-health/8080/admin", "/app-health/8080//healthz", "/app-health/8080/../../admin", "/app-health/9000/healthz"] {
+    let r = curl(&t.ns("node"), &["http://10.77.0.3:15020/app-health/8080/healthz?deep=1"]);
+    assert_eq!(r.code, 200, "a probe with a query is forwarded as configured: {}", r.body);
+    // ... and nothing but the configured probes: no other path or query, no path tricks, no other method.
+    for other in ["/app-health/8080/healthz?deep=2", "/app-health/8080/admin", "/app-health/8080//healthz", "/app-health/8080/../../admin", "/app-health/9000/healthz"] {
         let r = curl(&t.ns("node"), &["--path-as-is", &format!("http://10.77.0.3:15020{other}")]);
         assert_eq!(r.code, 403, "{other} is not a configured probe and must not reach the app: {}", r.body);
     }

@@ -439,11 +439,15 @@ fn sidecar_container(cfg: &InjectConfig, probe_paths: &BTreeSet<String>) -> Cont
     .iter()
     .map(|s| (*s).to_owned())
     .collect();
-    if !probe_paths.is_empty() {
-        args.extend(["--probe-paths".to_owned(), probe_paths.iter().cloned().collect::<Vec<_>>().join(",")]);
+    for probe in probe_paths {
+        args.extend(["--probe-path".to_owned(), probe.clone()]);
     }
     if cfg.mtls_mode == MtlsMode::Permissive {
         args.push("--permissive".to_owned());
+    }
+    if cfg.ipv6 {
+        // The init container redirects IPv6 too: listen where those connections arrive.
+        args.push("--ipv6".to_owned());
     }
     let http = |path: &str, period: i32, failures: i32| Probe {
         http_get: Some(HTTPGetAction { path: Some(path.to_owned()), port: IntOrString::Int(ADMIN_PORT.into()), scheme: Some("HTTP".into()), ..HTTPGetAction::default() }),

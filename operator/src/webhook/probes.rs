@@ -7,7 +7,7 @@
 //!
 //! | probe                         | what the webhook does                                          |
 //! |-------------------------------|----------------------------------------------------------------|
-//! | `httpGet` (HTTP) on port P    | rewritten to `httpGet` port 15020, path `/app-health/P/<path>`; the sidecar's admin port (never redirected) forwards it to `127.0.0.1:P`; `P:/path` goes to `--probe-paths` |
+//! | `httpGet` (HTTP) on port P    | rewritten to `httpGet` port 15020, path `/app-health/P/<path>`; the sidecar's admin port (never redirected) forwards it to `127.0.0.1:P`; `P:/path` goes to a `--probe-path` flag |
 //! | `httpGet` with `scheme: HTTPS`| left as is; P is **excluded from inbound redirection**          |
 //! | `tcpSocket` on port P         | left as is; P is **excluded from inbound redirection**          |
 //! | `grpc` on port P              | left as is; P is **excluded from inbound redirection**          |
@@ -22,8 +22,11 @@
 //! records those ports in the `trustmesh.dev/probe-excluded-inbound-ports` annotation and returns
 //! an admission warning, so the gap is visible. Prefer HTTP probes on meshed pods.
 //!
-//! Limits of the rewrite: the sidecar forwards the path only (no query string, no custom
-//! headers), as a plain HTTP GET on loopback, so the app must listen on `127.0.0.1` or `0.0.0.0`.
+//! The sidecar forwards exactly the path and query the probe names, byte for byte (no
+//! normalization: it matches the configured probe exactly), as a plain HTTP GET on loopback
+//! without the probe's custom headers, so the app must listen on `127.0.0.1` or `0.0.0.0`. A
+//! probe path that is not a valid URI path and query (`/a b`, a fragment) is left as is and its
+//! port excluded, like an HTTPS probe.
 //! Lifecycle hooks (`postStart`/`preStop` `httpGet`) are not rewritten.
 //!
 //! Probes of app containers (`spec.containers`) and of the pod's own native sidecars
@@ -44,7 +47,7 @@ use super::ADMIN_PORT;
 pub struct ProbePlan {
     /// `replace` operations on `.../<probe>/httpGet`, against the pod as submitted.
     pub ops: Vec<PatchOperation>,
-    /// Exactly the probes the sidecar forwards, as `port:/path` (`--probe-paths`); nothing else
+    /// Exactly the probes the sidecar forwards, as `port:/path?query` (one `--probe-path` each); nothing else
     /// on the app is reachable through the admin port.
     pub probe_paths: BTreeSet<String>,
     /// App ports that must bypass inbound redirection for their probes to work.
@@ -90,10 +93,12 @@ fn plan_container(plan: &mut ProbePlan, list: &str, index: usize, c: &Container)
                 exclude(plan, port, &what, "an HTTPS probe");
                 continue;
             }
+            let Some(probe_path) = probe_target(http.path.as_deref()) else {
+                exclude(plan, port, &what, "a probe whose path is not a valid URI path and query");
+                continue;
+            };
             let path = PointerBuf::from_tokens([String::from("spec"), list.to_owned(), index.to_string(), field.to_owned(), "httpGet".to_owned()]);
-            plan.ops.push(PatchOperation::Replace(ReplaceOperation { path, value: rewritten(http, port) }));
-            let probe_path = http.path.as_deref().filter(|p| !p.is_empty()).unwrap_or("/");
-            let probe_path = if probe_path.starts_with('/') { probe_path.to_owned() } else { format!("/{probe_path}") };
+            plan.ops.push(PatchOperation::Replace(ReplaceOperation { path, value: rewritten(http, port, &probe_path) }));
             plan.probe_paths.insert(format!("{port}:{probe_path}"));
         } else if let Some(tcp) = &probe.tcp_socket {
             if tcp.host.as_deref().is_some_and(|h| !h.is_empty()) {
@@ -110,10 +115,18 @@ fn plan_container(plan: &mut ProbePlan, list: &str, index: usize, c: &Container)
     }
 }
 
+/// The path and query the kubelet requests (`/` when empty, a leading `/` added as the kubelet
+/// does), or `None` when it is not a valid URI path and query.
+fn probe_target(path: Option<&str>) -> Option<String> {
+    let path = path.filter(|p| !p.is_empty()).unwrap_or("/");
+    let path = if path.starts_with('/') { path.to_owned() } else { format!("/{path}") };
+    let parsed: http::uri::PathAndQuery = path.parse().ok()?;
+    (parsed.as_str() == path && !path.contains('#')).then_some(path)
+}
+
 /// The probe as the sidecar's admin port serves it.
-fn rewritten(http: &HTTPGetAction, port: u16) -> Value {
-    let original = http.path.as_deref().unwrap_or("/");
-    let rest = original.strip_prefix('/').unwrap_or(original);
+fn rewritten(http: &HTTPGetAction, port: u16, target: &str) -> Value {
+    let rest = target.strip_prefix('/').unwrap_or(target);
     let mut v = json!({
         "path": format!("/app-health/{port}/{rest}"),
         "port": ADMIN_PORT,

@@ -93,6 +93,11 @@ fn flag<'a>(args: &[&'a str], flag: &str) -> Option<&'a str> {
     args.iter().position(|a| *a == flag).and_then(|i| args.get(i + 1)).copied()
 }
 
+/// Every value of a repeated flag, in order.
+fn flags<'a>(args: &[&'a str], flag: &str) -> Vec<&'a str> {
+    args.windows(2).filter(|w| w[0] == flag).map(|w| w[1]).collect()
+}
+
 fn with(mut review: Value, pointer: &str, value: Value) -> Value {
     let (parent, key) = pointer.rsplit_once('/').expect("a pointer");
     let target = review.pointer_mut(parent).expect("parent exists");
@@ -149,7 +154,7 @@ fn deployment_pod_in_labeled_namespace_is_injected() {
     assert_eq!(flag(&sargs, "--sa-token-file"), Some("/var/run/trustmesh/token/token"));
     assert_eq!(flag(&sargs, "--operator-id"), Some("spiffe://cluster.local/ns/trustmesh-system/sa/trustmesh-operator"));
     assert_eq!(flag(&sargs, "--admin"), Some("0.0.0.0:15020"));
-    assert_eq!(flag(&sargs, "--probe-paths"), Some("8080:/healthz,8080:/ready,8081:/status"), "exactly the probes, nothing else");
+    assert_eq!(flags(&sargs, "--probe-path"), ["8080:/healthz", "8080:/ready", "8081:/status"], "exactly the probes, nothing else");
     assert!(!sargs.contains(&"--permissive"));
     assert_eq!(sidecar["ports"], json!([{"name": "trustmesh-admin", "containerPort": 15020, "protocol": "TCP"}]));
     assert_eq!(sidecar["readinessProbe"]["httpGet"], json!({"path": "/ready", "port": 15020, "scheme": "HTTP"}));
@@ -280,7 +285,7 @@ fn pod_without_volumes_init_containers_or_annotations_gets_the_arrays_created() 
     assert_eq!(names(&pod["spec"]["volumes"]), ["trustmesh-token", "trustmesh-bundle", "trustmesh-run"]);
     assert_eq!(pod["metadata"]["annotations"], json!({"trustmesh.dev/status": "injected"}));
     let sargs = args(&pod["spec"]["initContainers"][1]);
-    assert_eq!(flag(&sargs, "--probe-paths"), None, "no probes, no empty --probe-paths");
+    assert_eq!(flag(&sargs, "--probe-path"), None, "no probes, no --probe-path");
     let iargs = args(&pod["spec"]["initContainers"][0]);
     assert_eq!(iargs, ["init", "--proxy-uid", "1337"]);
     assert!(a.response.get("warnings").is_none());
@@ -456,7 +461,7 @@ fn native_sidecar_and_other_probe_kinds() {
     assert_eq!(names(inits), ["trustmesh-init", "trustmesh-sidecar", "setup", "log-shipper"]);
     // The probe replacement targets the right container although two were inserted before it.
     assert_eq!(inits[3]["readinessProbe"]["httpGet"], json!({"path": "/app-health/2020/", "port": 15020, "scheme": "HTTP"}));
-    assert_eq!(flag(&args(&inits[1]), "--probe-paths"), Some("2020:/"));
+    assert_eq!(flags(&args(&inits[1]), "--probe-path"), ["2020:/"]);
     assert_eq!(flag(&args(&inits[0]), "--exclude-inbound-ports"), Some("8443,9000"));
     let app = &pod["spec"]["containers"][0];
     assert_eq!(app["livenessProbe"]["httpGet"]["scheme"], "HTTPS", "HTTPS probe untouched");
@@ -540,4 +545,24 @@ async fn serves_admission_reviews_over_https() {
     assert_eq!(status, 200);
     assert!(body.contains("\"allowed\":false"), "{body}");
     server.abort();
+}
+
+#[test]
+fn probe_queries_commas_and_odd_paths_are_forwarded_exactly_or_left_alone() {
+    let mut review = fixture(MINIMAL_POD);
+    let app = &mut review["request"]["object"]["spec"]["containers"][0];
+    app["livenessProbe"] = json!({"httpGet": {"port": 8080, "path": "/healthz?full=1,deep"}});
+    app["readinessProbe"] = json!({"httpGet": {"port": 8080, "path": "ready//now"}});
+    app["startupProbe"] = json!({"httpGet": {"port": 8081, "path": "/start up"}});
+    let a = answer(&review);
+    let pod = a.patched(&review);
+    let app = &pod["spec"]["containers"][0];
+    assert_eq!(app["livenessProbe"]["httpGet"]["path"], "/app-health/8080/healthz?full=1,deep", "the query is kept");
+    assert_eq!(app["readinessProbe"]["httpGet"]["path"], "/app-health/8080/ready//now", "not normalized: matched exactly");
+    assert_eq!(app["startupProbe"]["httpGet"], json!({"port": 8081, "path": "/start up"}), "an invalid path is left alone");
+    let sidecar = by_name(&pod["spec"]["initContainers"], "trustmesh-sidecar");
+    assert_eq!(flags(&args(sidecar), "--probe-path"), ["8080:/healthz?full=1,deep", "8080:/ready//now"], "one flag per probe: commas survive");
+    let init = by_name(&pod["spec"]["initContainers"], "trustmesh-init");
+    assert_eq!(flag(&args(init), "--exclude-inbound-ports"), Some("8081"));
+    assert!(a.response["warnings"].to_string().contains("not a valid URI path"), "{}", a.response["warnings"]);
 }
