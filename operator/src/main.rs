@@ -75,6 +75,10 @@ struct RunArgs {
     /// uid of injected sidecars (their own traffic is not redirected).
     #[arg(long, env = "TRUSTMESH_SIDECAR_UID", default_value_t = 1337)]
     sidecar_uid: i64,
+    /// Injected pods also redirect IPv6 (ip6tables) and their sidecars listen on IPv6: for
+    /// dual-stack and IPv6 clusters.
+    #[arg(long, env = "TRUSTMESH_SIDECAR_IPV6", default_value_t = false, action = clap::ArgAction::Set)]
+    sidecar_ipv6: bool,
     /// imagePullPolicy of injected containers.
     #[arg(long, env = "TRUSTMESH_SIDECAR_IMAGE_PULL_POLICY")]
     sidecar_image_pull_policy: Option<String>,
@@ -206,6 +210,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 max_ttl: ttl_flag("--cert-max-ttl", &a.cert_max_ttl)?,
                 sidecar_image: a.sidecar_image,
                 sidecar_uid: a.sidecar_uid,
+                sidecar_ipv6: a.sidecar_ipv6,
                 sidecar_pull_policy: a.sidecar_image_pull_policy.filter(|p| !p.is_empty()),
                 sidecar_resources: match a.sidecar_resources.as_deref().filter(|r| !r.is_empty()) {
                     Some(json) => Some(serde_json::from_str(json).context("--sidecar-resources must be a ResourceRequirements JSON object")?),

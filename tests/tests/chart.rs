@@ -196,6 +196,7 @@ fn operator_deployment_with_default_values() {
     assert_eq!(env_value("TRUSTMESH_CERT_DEFAULT_TTL"), "1h");
     assert_eq!(env_value("TRUSTMESH_CERT_MAX_TTL"), "24h");
     assert_eq!(env_value("TRUSTMESH_SIDECAR_UID"), "1337");
+    assert_eq!(env_value("TRUSTMESH_SIDECAR_IPV6"), "false", "IPv6 redirection is opt-in");
     let sidecar_resources: Value = serde_json::from_str(env_value("TRUSTMESH_SIDECAR_RESOURCES").as_str().unwrap()).unwrap();
     assert!(sidecar_resources["limits"]["memory"].is_string(), "{sidecar_resources}");
 
@@ -365,7 +366,7 @@ fn non_default_values_reach_the_operator_and_the_webhook() {
     // Image tags, TTLs and the sidecar's uid.
     let docs = render(&[
         "image.operator.tag=1.2.3,image.sidecar.repository=registry.example:5000/mesh/sidecar,image.sidecar.tag=1.2.4",
-        "certificates.defaultTtl=30m,certificates.maxTtl=2h,sidecar.uid=2000",
+        "certificates.defaultTtl=30m,certificates.maxTtl=2h,sidecar.uid=2000,sidecar.ipv6=true",
     ]);
     assert_eq!(operator_container(&docs)["image"], "trustmesh/trustmesh-operator:1.2.3");
     assert_eq!(arg(&docs, "--sidecar-image"), "registry.example:5000/mesh/sidecar:1.2.4");
@@ -374,6 +375,7 @@ fn non_default_values_reach_the_operator_and_the_webhook() {
     assert_eq!(value("TRUSTMESH_CERT_DEFAULT_TTL"), "30m");
     assert_eq!(value("TRUSTMESH_CERT_MAX_TTL"), "2h");
     assert_eq!(value("TRUSTMESH_SIDECAR_UID"), "2000");
+    assert_eq!(value("TRUSTMESH_SIDECAR_IPV6"), "true");
 }
 
 #[test]
@@ -397,6 +399,7 @@ fn invalid_values_are_refused_with_a_message_naming_them() {
         ("certificates.maxTtl=", "certificates/maxTtl"),
         ("replicaCount=0", "replicaCount"),
         ("sidecar.uid=0", "sidecar/uid"),
+        ("sidecar.ipv6=maybe", "sidecar/ipv6"),
         ("ca.existingSecret=Not_A_Name", "ca/existingSecret"),
         ("image.operator.pullPolicy=Sometimes", "image/operator/pullPolicy"),
         ("replicas=3", "replicas"),

@@ -59,6 +59,8 @@ pub struct ClusterOptions {
     pub sidecar_image: String,
     /// uid of injected sidecars.
     pub sidecar_uid: i64,
+    /// Injected pods redirect IPv6 too (`init --ipv6`, `run --ipv6`).
+    pub sidecar_ipv6: bool,
     /// imagePullPolicy of injected containers.
     pub sidecar_pull_policy: Option<String>,
     /// Requests and limits of injected containers.
@@ -135,6 +137,7 @@ pub async fn run(opts: ClusterOptions) -> Result<(), ClusterError> {
     let mut inject = InjectConfig::new(&opts.sidecar_image, format!("{svc}.{ns}.svc:{}", opts.listen.port()), operator_id.to_string(), opts.trust_domain.as_str());
     inject.mtls_mode = if opts.permissive { MtlsMode::Permissive } else { MtlsMode::Strict };
     inject.proxy_uid = opts.sidecar_uid;
+    inject.ipv6 = opts.sidecar_ipv6;
     inject.image_pull_policy = opts.sidecar_pull_policy.clone();
     if let Some(r) = &opts.sidecar_resources {
         inject.resources = r.clone();

@@ -425,6 +425,21 @@ fn permissive_mode_adds_the_flag() {
 }
 
 #[test]
+fn ipv6_redirects_and_listens_on_both_families_only_when_asked() {
+    let review = fixture(MINIMAL_POD);
+    let pod = answer(&review).patched(&review);
+    assert!(!args(&pod["spec"]["initContainers"][0]).contains(&"--ipv6") && !args(&pod["spec"]["initContainers"][1]).contains(&"--ipv6"));
+    let dual = |ns: &str| {
+        let mut c = contexts(ns);
+        c.config.ipv6 = true;
+        c
+    };
+    let pod = answer_bytes(&serde_json::to_vec(&review).expect("json"), dual).patched(&review);
+    assert!(args(&pod["spec"]["initContainers"][0]).contains(&"--ipv6"), "init writes the ip6tables rules");
+    assert!(args(&pod["spec"]["initContainers"][1]).contains(&"--ipv6"), "the sidecar listens where they redirect");
+}
+
+#[test]
 fn conflicts_deny_the_pod() {
     let review = with(fixture(MINIMAL_POD), "/request/object/spec/containers/0/ports", json!([{"containerPort": 15020}]));
     let a = answer(&review);
