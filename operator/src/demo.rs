@@ -171,7 +171,7 @@ pub async fn run() -> Result<(), DemoError> {
     let edited = POLICIES.replacen("methods: [GET]", "methods: [GET, DELETE]", 1);
     write_file(&local.resources().join("policies.yaml"), edited.as_bytes(), 0o644).map_err(setup)?;
     let took = until(Duration::from_secs(5), || async { call(&client, services["frontend"].outbound["orders"], "DELETE", "/api/orders/42").await.is_ok_and(|(s, _)| s == 200) }).await?;
-    println!("  frontend DELETE /api/orders/42 is now allowed, {took:?} after the file changed, without a restart");
+    println!("  frontend DELETE /api/orders/42 is now allowed, {} ms after the file changed, without a restart", took.as_millis());
 
     println!("\nQuarantining frontend (WorkloadIdentity shop/frontend, suspended: true)...");
     let workload = local.resources().join("workload-shop-frontend.yaml");
@@ -179,10 +179,8 @@ pub async fn run() -> Result<(), DemoError> {
     let fresh = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build_http::<Empty<Bytes>>();
     write_file(&workload, yaml.replacen("serviceAccount: frontend", "serviceAccount: frontend\n  suspended: true", 1).as_bytes(), 0o644).map_err(setup)?;
     let took = until(Duration::from_secs(5), || async { call(&fresh, services["frontend"].outbound["orders"], "GET", "/api/orders/42").await.is_err() }).await?;
-    println!("  frontend's connections to orders are refused {took:?} after the change; orders -> payments still works: {}", {
-        let (s, _) = call(&client, services["orders"].outbound["payments"], "POST", "/api/charge").await?;
-        s
-    });
+    let (still, _) = call(&client, services["orders"].outbound["payments"], "POST", "/api/charge").await?;
+    println!("  frontend's connections to orders are refused {} ms after the change; orders -> payments still works: {still}", took.as_millis());
     drop(procs);
     drop(control);
     println!("\ndemo finished; resources, certificates and each sidecar's access log (one JSON line per decision) are in {}", dir.display());
