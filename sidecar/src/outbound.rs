@@ -31,13 +31,16 @@ pub enum Upstream {
     OriginalDst,
 }
 
+/// The bundle the cached configs were built with, and one config per expected-identity set.
+type ConfigCache = (Vec<CertificateDer<'static>>, HashMap<BTreeSet<SpiffeId>, Arc<ClientConfig>>);
+
 /// Client-side TLS: our certificate, the bundle, and client configs cached per expected identity set.
 #[derive(Clone)]
 pub struct ClientTls {
     cert: Arc<SwappableCert>,
     bundle: watch::Receiver<Vec<CertificateDer<'static>>>,
     /// The bundle the cached configs trust, and the configs by expected identity set.
-    cache: Arc<Mutex<(Vec<CertificateDer<'static>>, HashMap<BTreeSet<SpiffeId>, Arc<ClientConfig>>)>>,
+    cache: Arc<Mutex<ConfigCache>>,
 }
 
 impl ClientTls {

@@ -92,11 +92,14 @@ fn outcome(policy: &CompiledPolicy, caller: Option<&str>, port: u16, call: Optio
 
 const GET: &str = "GET";
 
+/// One row: what it says, caller, port, HTTP method and path (or opaque TCP), expected outcome.
+type Row<'a> = (&'a str, Option<&'a str>, u16, Option<(&'a str, &'a str)>, Expect);
+
 #[test]
 fn decisions_under_default_deny() {
     let p = orders(DefaultAction::Deny);
     #[rustfmt::skip]
-    let rows: &[(&str, Option<&str>, u16, Option<(&str, &str)>, Expect)] = &[
+    let rows: &[Row] = &[
         ("the frontend may GET an order",                          Some(FRONTEND), 8080, Some((GET, "/api/orders/1")), Allowed("orders-callers", 0)),
         ("the frontend may HEAD the health check",                 Some(FRONTEND), 8080, Some(("HEAD", "/healthz")), Allowed("orders-callers", 0)),
         ("the frontend may GET the prefix root /api/",             Some(FRONTEND), 8080, Some((GET, "/api/")), Allowed("orders-callers", 0)),

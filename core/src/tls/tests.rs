@@ -597,7 +597,7 @@ fn peer_identity_without_certificates_is_none() {
     assert_eq!(peer_identity(Some(&[])).unwrap(), None);
     let ca = ca("td.test");
     assert_eq!(
-        peer_identity(Some(&[ca.der.clone()])).unwrap_err().reason(),
+        peer_identity(Some(std::slice::from_ref(&ca.der))).unwrap_err().reason(),
         "ca_as_leaf"
     );
 }
@@ -610,7 +610,7 @@ fn verifier_and_config_construction_errors() {
     let err = SpiffeServerVerifier::new(&[], expect_ids(&[ORDERS])).unwrap_err();
     assert_eq!(err.reason(), "empty_trust_bundle");
     let err =
-        SpiffeServerVerifier::new(&[ca.der.clone()], ExpectedServer::Ids(vec![])).unwrap_err();
+        SpiffeServerVerifier::new(std::slice::from_ref(&ca.der), ExpectedServer::Ids(vec![])).unwrap_err();
     assert_eq!(err.reason(), "no_expected_identity");
     let garbage = CertificateDer::from(vec![1, 2, 3]);
     let err =

@@ -35,16 +35,16 @@ pub enum SecretError {
         namespace: String,
         /// Name.
         name: String,
-        /// The CA's complaint.
-        source: crate::ca::CaError,
+        /// The CA's complaint (boxed: it is large and this path is rare).
+        source: Box<crate::ca::CaError>,
     },
     /// An API call failed.
     #[error("{what}: {source}; check the operator's RBAC")]
     Api {
         /// What was attempted.
         what: String,
-        /// The client error.
-        source: kube::Error,
+        /// The client error (boxed: it is large and this path is rare).
+        source: Box<kube::Error>,
     },
 }
 
@@ -52,14 +52,14 @@ pub enum SecretError {
 /// Two replicas starting together race on the create; the loser reads the winner's root.
 pub async fn load_or_create_ca(client: &Client, namespace: &str, name: &str, td: &TrustDomain, user_supplied: bool) -> Result<CertificateAuthority, SecretError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let invalid = |source| SecretError::Invalid { namespace: namespace.into(), name: name.into(), source };
+    let invalid = |source| SecretError::Invalid { namespace: namespace.into(), name: name.into(), source: Box::new(source) };
     let read = |s: Secret| -> Result<CertificateAuthority, SecretError> {
         let data: BTreeMap<String, Vec<u8>> = s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
         CertificateAuthority::from_secret_data(&data, td).map_err(invalid)
     };
     let api_err = |what: &str| {
         let what = format!("{what} Secret {namespace}/{name}");
-        move |source| SecretError::Api { what, source }
+        move |source| SecretError::Api { what, source: Box::new(source) }
     };
     if let Some(s) = api.get_opt(name).await.map_err(api_err("reading"))? {
         return read(s);
@@ -95,7 +95,7 @@ pub async fn publish_bundle(client: &Client, namespaces: &[String], bundle_pem: 
         });
         api.patch(BUNDLE_CONFIGMAP, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&cm))
             .await
-            .map_err(|source| SecretError::Api { what: format!("applying ConfigMap {ns}/{BUNDLE_CONFIGMAP}"), source })?;
+            .map_err(|source| SecretError::Api { what: format!("applying ConfigMap {ns}/{BUNDLE_CONFIGMAP}"), source: Box::new(source) })?;
     }
     Ok(())
 }
@@ -106,7 +106,7 @@ pub async fn patch_webhook_ca(client: &Client, name: &str, bundle_pem: &str) -> 
     let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     let api_err = |what: &str| {
         let what = format!("{what} MutatingWebhookConfiguration {name}");
-        move |source| SecretError::Api { what, source }
+        move |source| SecretError::Api { what, source: Box::new(source) }
     };
     let current = api.get(name).await.map_err(api_err("reading"))?;
     let want = base64::engine::general_purpose::STANDARD.encode(bundle_pem);

@@ -131,8 +131,7 @@ pub async fn write_status(
     client: &kube::Client,
     recorder: Option<&Recorder>,
     view: &MeshView,
-    identities: &[WorkloadIdentity],
-    policies: &[AccessPolicy],
+    objects: &super::view::ClusterObjects,
     matched: &BTreeMap<ObjectKey, i32>,
     proxies: &dyn Fn(&ObjectKey) -> Vec<ProxyState>,
     issued: &dyn Fn(&ObjectKey) -> i64,
@@ -140,7 +139,7 @@ pub async fn write_status(
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let mut written = 0;
     let mut first_error = None;
-    for wid in identities {
+    for wid in &objects.identities {
         let key = ObjectKey::of(wid);
         let desired = identity_status(wid, view.compiled.identities.get(&key), matched.get(&key).copied().unwrap_or(0), issued(&key), now.clone());
         if wid.status.as_ref().is_some_and(|s| same(s, &desired)) {
@@ -161,7 +160,7 @@ pub async fn write_status(
             event(rec, wid, kind, &c.reason, &c.message).await;
         }
     }
-    for acp in policies {
+    for acp in &objects.policies {
         let key = ObjectKey::of(acp);
         let target = ObjectKey { namespace: key.namespace.clone(), name: acp.spec.target_ref.name.clone() };
         let desired = policy_status(acp, view.compiled.policies.get(&key), &proxies(&target), now.clone());

@@ -63,7 +63,7 @@ async fn statuses_are_written_once_and_name_problems() {
 
     let none = |_: &ObjectKey| Vec::new();
     let issued = |_: &ObjectKey| 4;
-    let written = write_status(&client, None, &mesh, &objs.identities, &objs.policies, &matched, &none, &issued).await.expect("statuses written");
+    let written = write_status(&client, None, &mesh, &objs, &matched, &none, &issued).await.expect("statuses written");
     assert_eq!(written, 4);
 
     let wids: Api<WorkloadIdentity> = Api::namespaced(client.clone(), "shop");
@@ -92,7 +92,7 @@ async fn statuses_are_written_once_and_name_problems() {
         policies: vec![acps.get("orders-callers").await.unwrap(), acps.get("broken").await.unwrap()],
         ..objs.clone()
     };
-    let again = write_status(&client, None, &mesh, &stored.identities, &stored.policies, &matched, &none, &issued).await.unwrap();
+    let again = write_status(&client, None, &mesh, &stored, &matched, &none, &issued).await.unwrap();
     assert_eq!(again, 0, "an unchanged cluster costs no writes");
 }
 
@@ -124,7 +124,7 @@ async fn a_failed_status_write_does_not_stop_the_others() {
         .expect("fake client");
     let objs = ClusterObjects { identities: vec![gone], policies: vec![policy], ..Default::default() };
     let (mesh, matched) = view(&settings(), &objs, 1);
-    let result = write_status(&client, None, &mesh, &objs.identities, &objs.policies, &matched, &|_| Vec::new(), &|_| 0).await;
+    let result = write_status(&client, None, &mesh, &objs, &matched, &|_| Vec::new(), &|_| 0).await;
     assert!(result.is_err(), "the failure is reported");
     let acps: Api<AccessPolicy> = Api::namespaced(client.clone(), "shop");
     let status = acps.get("orders-callers").await.unwrap().status.expect("the policy's status was still written");
