@@ -4,7 +4,7 @@
 //! (`curl`, `openssl s_client`, a Python socket client).
 //!
 //! ```text
-//!                 namespace tm<pid><t>node: bridge br0 10.77.0.1/24
+//!                 namespace tm<pid><t>node: bridge br0 10.77.0.1/24, fd77::1/64
 //!                 (openssl s_client, plaintext curl, kubelet-style probes; the operator in the
 //!                  live test)
 //!          ┌──────────────────────┬──────────────────────┐
@@ -18,6 +18,10 @@
 //! curl 10.77.0.3:8080 in client -> OUTPUT REDIRECT :15001 (client sidecar) -> mTLS as uid 1337
 //!   -> server PREROUTING REDIRECT :15006 (server sidecar: authorize) -> 127.0.0.1:8080 (app)
 //! ```
+//!
+//! Every pod also has `fd77::<octet>/64`: `init --ipv6` redirects IPv6 with ip6tables and the
+//! sidecars listen on `[::]:15006` and `[::1]:15001` too (`run --ipv6`), so the same policy holds
+//! for `curl http://[fd77::3]:8080/...`.
 //!
 //! Identities: the operator's local mode (`local init`, `add-workload`), SVIDs fetched with
 //! `trustmesh-sidecar svid fetch`, and per-pod snapshot files from `local snapshot` (the sidecar
@@ -47,6 +51,11 @@ fn policy(methods: &str) -> String {
     ]
     .join("\n")
 }
+
+const SERVER_V6: &str = "[fd77::3]";
+
+/// The server's IPv6 address, so callers' sidecars mesh it like the IPv4 one.
+const V6_WORKLOAD: &str = "apiVersion: trustmesh.dev/v1alpha1\nkind: LocalWorkload\nmetadata:\n  name: server-v6\n  namespace: default\nspec:\n  identity: server\n  address: \"[fd77::3]:8080\"\n  joinTokenSha256: \"0000000000000000000000000000000000000000000000000000000000000000\"\n";
 
 /// A second address of the server's identity, so callers' sidecars mesh the echo port too.
 const ECHO_WORKLOAD: &str = "apiVersion: trustmesh.dev/v1alpha1\nkind: LocalWorkload\nmetadata:\n  name: server-echo\n  namespace: default\nspec:\n  identity: server\n  address: \"10.77.0.3:9000\"\n  joinTokenSha256: \"0000000000000000000000000000000000000000000000000000000000000000\"\n";
@@ -85,7 +94,13 @@ impl Topology {
         let mut t = Topology { mesh: tmp.join("mesh"), tmp, tag, procs: Vec::new() };
         let node = t.ns("node");
         sh(&["ip", "netns", "add", &node]);
-        for args in [&["link", "set", "lo", "up"][..], &["link", "add", "br0", "type", "bridge"], &["addr", "add", "10.77.0.1/24", "dev", "br0"], &["link", "set", "br0", "up"]] {
+        for args in [
+            &["link", "set", "lo", "up"][..],
+            &["link", "add", "br0", "type", "bridge"],
+            &["addr", "add", "10.77.0.1/24", "dev", "br0"],
+            &["addr", "add", "fd77::1/64", "dev", "br0", "nodad"],
+            &["link", "set", "br0", "up"],
+        ] {
             sh(&[&["ip", "-n", &node][..], args].concat());
         }
         for (pod, octet) in PODS {
@@ -95,6 +110,7 @@ impl Topology {
             sh(&["ip", "-n", &node, "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
             sh(&["ip", "-n", &node, "link", "set", &veth, "master", "br0", "up"]);
             sh(&["ip", "-n", &ns, "addr", "add", &format!("10.77.0.{octet}/24"), "dev", "eth0"]);
+            sh(&["ip", "-n", &ns, "addr", "add", &format!("fd77::{octet}/64"), "dev", "eth0", "nodad"]);
             sh(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
             sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
         }
@@ -113,6 +129,7 @@ impl Topology {
         let yaml = std::fs::read_to_string(&wid).unwrap();
         std::fs::write(&wid, yaml.replacen("serviceAccount: server", "serviceAccount: server\n  opaquePorts: [9000]", 1)).unwrap();
         std::fs::write(t.mesh.join("resources/echo.yaml"), ECHO_WORKLOAD).unwrap();
+        std::fs::write(t.mesh.join("resources/server-v6.yaml"), V6_WORKLOAD).unwrap();
         t.write_policy("GET");
 
         let app = Path::new(env!("CARGO_MANIFEST_DIR")).join("netns/app.py");
@@ -193,9 +210,9 @@ impl Topology {
         std::fs::rename(path.with_extension("tmp"), path).unwrap();
     }
 
-    /// Installs the pod's iptables rules (`trustmesh-sidecar init`, defaults).
+    /// Installs the pod's iptables rules (`trustmesh-sidecar init --ipv6`: IPv4 and IPv6).
     fn init(&self, pod: &str) {
-        let out = run(&mut self.ns_cmd(pod, &[bin("trustmesh-sidecar").to_str().unwrap(), "init"]));
+        let out = run(&mut self.ns_cmd(pod, &[bin("trustmesh-sidecar").to_str().unwrap(), "init", "--ipv6"]));
         assert!(out.status.success(), "trustmesh-sidecar init in {pod} failed: {}", text(&out));
     }
 
@@ -204,7 +221,7 @@ impl Topology {
     fn start_sidecar(&mut self, pod: &str, identity: &[&str], log: &str) {
         let _ = run(Command::new("chown").arg("-R").arg("1337:1337").arg(self.pod_dir(pod)));
         let sidecar = bin("trustmesh-sidecar");
-        let mut args = vec!["setpriv", "--reuid=1337", "--regid=1337", "--clear-groups", sidecar.to_str().unwrap(), "run", "--transparent"];
+        let mut args = vec!["setpriv", "--reuid=1337", "--regid=1337", "--clear-groups", sidecar.to_str().unwrap(), "run", "--transparent", "--ipv6"];
         args.extend_from_slice(&["--admin", "0.0.0.0:15020", "--probe-path", "8080:/healthz", "--probe-path", "8080:/healthz?deep=1"]);
         args.extend_from_slice(identity);
         let cmd = self.ns_cmd(pod, &args);
@@ -348,6 +365,19 @@ fn policy_is_enforced_between_pod_namespaces() {
     assert!(r.body.contains(&format!("{TD}intruder")), "the denial should name the intruder: {}", r.body);
     assert_eq!(echo(&t, "intruder"), "closed", "the intruder's TCP connection to port 9000 should be closed without an echo");
     step(start, "allowed and denied callers checked");
+
+    // 3b. The same policy over IPv6: ip6tables redirection, the sidecars' IPv6 listeners, and
+    // the server's IPv6 address meshed like the IPv4 one.
+    let v6 = |pod: &str, method: &str| curl(&t.ns(pod), &["-g", "-X", method, &format!("http://{SERVER_V6}:8080/api/orders")]);
+    let r = v6("client", "GET");
+    assert_eq!(r.code, 200, "the client should reach GET /api/orders over IPv6, got {} {}\n{}", r.code, r.body, t.log("sidecar-client"));
+    // The app seeing the client's SPIFFE ID proves the call went sidecar to sidecar over mTLS (a
+    // passed-through plaintext call would have been refused by the strict server sidecar).
+    assert!(r.body.contains(&format!("peer={TD}client")), "over IPv6 too the app should see the client's SPIFFE ID: {:?}", r.body);
+    assert_eq!(v6("client", "POST").code, 403, "POST is denied over IPv6 as over IPv4");
+    let r = v6("intruder", "GET");
+    assert_eq!(r.code, 403, "the intruder is denied over IPv6, got {}: {}", r.code, r.body);
+    step(start, "IPv6 checked");
 
     // 7. Attack-shaped paths: normalized before authorization, or refused.
     for (path, code) in [("/api/../admin", 403), ("//admin", 403), ("/%61dmin", 403), ("/api/%2e%2e/admin", 403), ("/admin%2F..", 400), ("/api/..;/admin", 400)] {
