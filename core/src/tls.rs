@@ -513,5 +513,4 @@ pub fn certified_key(
 }
 
 #[cfg(test)]
-#[path = "tls/tests.rs"]
 mod tests;
