@@ -5,6 +5,7 @@
 
 #![deny(missing_docs)]
 
+pub mod check;
 pub mod policy;
 pub mod proto;
 pub mod snapshot;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use trustmesh_core::spiffe::TrustDomain;
+use trustmesh_core::spiffe::{SpiffeId, TrustDomain};
 use trustmesh_operator::local::{LocalDir, init::init};
 use trustmesh_operator::run::{LocalOptions, start_local};
 
@@ -164,6 +164,33 @@ enum LocalCommand {
         /// The identity, as NAMESPACE/NAME.
         identity: String,
     },
+    /// Would the target's sidecar allow a call, and why? Compiles the directory as the running
+    /// control plane would and decides the call as the sidecar does. Exit status: 0 allowed,
+    /// 1 denied, 2 the question could not be answered.
+    Check(Box<LocalCheckArgs>),
+}
+
+/// The question of `local check`.
+#[derive(Args)]
+struct LocalCheckArgs {
+    /// The local directory.
+    dir: PathBuf,
+    /// The called WorkloadIdentity, as NAMESPACE/NAME.
+    #[arg(long)]
+    target: String,
+    /// The caller: a WorkloadIdentity as NAMESPACE/NAME, a SPIFFE ID, or `unauthenticated`.
+    #[arg(long)]
+    caller: String,
+    /// The port called.
+    #[arg(long)]
+    port: u16,
+    /// HTTP method (default GET when --path is given). Without --method and --path the call
+    /// is a TCP connection that speaks no HTTP.
+    #[arg(long)]
+    method: Option<String>,
+    /// HTTP path as the caller sends it, before normalization (default / with --method).
+    #[arg(long)]
+    path: Option<String>,
 }
 
 fn ttl_flag(flag: &str, value: &str) -> anyhow::Result<Duration> {
@@ -175,6 +202,16 @@ fn ttl_flag(flag: &str, value: &str) -> anyhow::Result<Duration> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Local(LocalArgs { command: Some(LocalCommand::Check(q)), .. }) = &cli.command {
+        return match local_check(q) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(1),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     // The demo prints its own story; the servers log at info.
     let default_level = if matches!(cli.command, Command::Demo) { "warn" } else { "info" };
     tracing_subscriber::fmt()
@@ -188,6 +225,51 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The compiled view of a local directory, as `local --dir` would serve it.
+fn local_view(dir: &std::path::Path) -> anyhow::Result<trustmesh_operator::state::MeshView> {
+    let mut state = LocalDir::new(dir).load()?;
+    trustmesh_operator::local::carry_generations(None, &mut state);
+    Ok(trustmesh_operator::state::MeshView::from_local(&state, 1))
+}
+
+/// The snapshot of `identity` (NAMESPACE/NAME), or why there is none.
+fn snapshot_of(view: &trustmesh_operator::state::MeshView, identity: &str) -> anyhow::Result<trustmesh_core::snapshot::Snapshot> {
+    let (namespace, name) = identity.split_once('/').with_context(|| format!("{identity:?}: a WorkloadIdentity as NAMESPACE/NAME"))?;
+    let key = trustmesh_operator::compile::ObjectKey { namespace: namespace.into(), name: name.into() };
+    view.snapshot_for(&key).with_context(|| {
+        let why = view.compiled.identities.get(&key).and_then(|r| r.problems.first()).map(|p| p.to_string());
+        format!("no servable WorkloadIdentity {identity}: {}", why.unwrap_or_else(|| "it does not exist".into()))
+    })
+}
+
+/// Answers `local check`: prints the explanation, returns whether the call is allowed.
+fn local_check(q: &LocalCheckArgs) -> anyhow::Result<bool> {
+    use trustmesh_core::check::{Call, check, explain};
+    let (dir, target, caller, port) = (q.dir.as_path(), q.target.as_str(), q.caller.as_str(), q.port);
+    let (method, path) = (q.method.as_deref(), q.path.as_deref());
+    let view = local_view(dir)?;
+    let snapshot = snapshot_of(&view, target)?;
+    let caller = match caller {
+        "unauthenticated" => None,
+        id if id.starts_with("spiffe://") => Some(SpiffeId::parse(id).with_context(|| format!("--caller {id:?}"))?),
+        identity => {
+            let (namespace, name) = identity.split_once('/').with_context(|| format!("--caller {identity:?}: NAMESPACE/NAME, a SPIFFE ID, or `unauthenticated`"))?;
+            let key = trustmesh_operator::compile::ObjectKey { namespace: namespace.into(), name: name.into() };
+            let id = view.compiled.identities.get(&key).and_then(|r| r.spiffe_id.clone());
+            Some(id.with_context(|| format!("--caller {identity}: no such WorkloadIdentity in {}", dir.display()))?)
+        }
+    };
+    let http = match (method, path) {
+        (None, None) => None,
+        (m, p) => Some((m.unwrap_or("GET"), p.unwrap_or("/"))),
+    };
+    let policy = trustmesh_core::policy::CompiledPolicy::new(snapshot.inbound.clone());
+    let call = Call { caller: caller.as_ref(), port, http };
+    let answer = check(&snapshot, &policy, &call);
+    print!("{}", explain(&answer, &call, &snapshot.inbound));
+    Ok(answer.allowed())
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -253,17 +335,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("registered {namespace}/{name}; join token in {}", token.display());
         }
         Command::Local(LocalArgs { command: Some(LocalCommand::Snapshot { dir, identity }), .. }) => {
-            let (namespace, name) = identity.split_once('/').context("identity must be NAMESPACE/NAME")?;
-            let mut state = LocalDir::new(&dir).load()?;
-            trustmesh_operator::local::carry_generations(None, &mut state);
-            let view = trustmesh_operator::state::MeshView::from_local(&state, 1);
-            let key = trustmesh_operator::compile::ObjectKey { namespace: namespace.into(), name: name.into() };
-            let snapshot = view.snapshot_for(&key).with_context(|| {
-                let why = view.compiled.identities.get(&key).and_then(|r| r.problems.first()).map(|p| p.to_string());
-                format!("no servable WorkloadIdentity {identity}: {}", why.unwrap_or_else(|| "it does not exist".into()))
-            })?;
+            let snapshot = snapshot_of(&local_view(&dir)?, &identity)?;
             println!("{}", serde_json::to_string_pretty(&snapshot)?);
         }
+        Command::Local(LocalArgs { command: Some(LocalCommand::Check(_)), .. }) => unreachable!("answered in main"),
         Command::Local(args) => {
             let dir = args.dir.context("--dir DIR is required (or `local init DIR` to create one)")?;
             let opts = LocalOptions {

@@ -37,6 +37,32 @@ enum Command {
         #[command(subcommand)]
         command: SvidCommand,
     },
+    /// Would this sidecar allow a call, and why? Decides it from a snapshot as the inbound proxy
+    /// does, names the policy or default, and lists the rules that name the caller. Exit status:
+    /// 0 allowed, 1 denied, 2 the question could not be answered.
+    Check(CheckArgs),
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// The snapshot: a snapshot file (`--snapshot` of `run`, `trustmesh-operator local
+    /// snapshot`) or a running sidecar's `/config` (`kubectl exec POD -c trustmesh-sidecar --
+    /// curl -s localhost:15020/config`); `-` reads standard input.
+    #[arg(long)]
+    snapshot: PathBuf,
+    /// The caller's SPIFFE ID, or `unauthenticated` (a plaintext caller in permissive mode).
+    #[arg(long)]
+    caller: String,
+    /// The port called on this workload.
+    #[arg(long)]
+    port: u16,
+    /// HTTP method (default GET when --path is given). Without --method and --path the call is a
+    /// TCP connection that speaks no HTTP.
+    #[arg(long)]
+    method: Option<String>,
+    /// HTTP path as the caller sends it, before normalization (default / when --method is given).
+    #[arg(long)]
+    path: Option<String>,
 }
 
 #[derive(Args)]
@@ -208,7 +234,18 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    if let Command::Check(args) = &cli.command {
+        return match check(args) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(1),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -217,9 +254,42 @@ fn main() -> ExitCode {
     }
 }
 
+/// Answers `check`: prints the explanation, returns whether the call is allowed.
+fn check(a: &CheckArgs) -> anyhow::Result<bool> {
+    use trustmesh_core::check::{Call, check, explain};
+    use trustmesh_core::snapshot::Snapshot;
+    let text = if a.snapshot.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("reading the snapshot from standard input")?
+    } else {
+        std::fs::read_to_string(&a.snapshot).with_context(|| format!("reading {}", a.snapshot.display()))?
+    };
+    let json: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", a.snapshot.display()))?;
+    // A sidecar's /config wraps the snapshot (null until one is in force).
+    let snapshot = match json.get("snapshot") {
+        Some(serde_json::Value::Null) => bail!("that sidecar has no snapshot yet: it refuses every call (fail closed)"),
+        Some(inner) => inner.clone(),
+        None => json,
+    };
+    let snapshot: Snapshot = serde_json::from_value(snapshot).context("not a trustmesh snapshot (nor a sidecar's /config)")?;
+    let caller = match a.caller.as_str() {
+        "unauthenticated" => None,
+        id => Some(SpiffeId::parse(id).with_context(|| format!("--caller {id:?}: a SPIFFE ID or `unauthenticated`"))?),
+    };
+    let http = match (a.method.as_deref(), a.path.as_deref()) {
+        (None, None) => None,
+        (m, p) => Some((m.unwrap_or("GET"), p.unwrap_or("/"))),
+    };
+    let policy = trustmesh_core::policy::CompiledPolicy::new(snapshot.inbound.clone());
+    let call = Call { caller: caller.as_ref(), port: a.port, http };
+    let answer = check(&snapshot, &policy, &call);
+    print!("{}", explain(&answer, &call, &snapshot.inbound));
+    Ok(answer.allowed())
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Init(args) => init(args),
+        Command::Check(_) => unreachable!("answered in main"),
         Command::Run(args) => {
             // One worker: a current-thread runtime (no cross-thread wake-ups or work stealing).
             let mut rt = match args.workers {
