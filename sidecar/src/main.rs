@@ -45,11 +45,14 @@ enum Command {
 
 #[derive(Args)]
 struct CheckArgs {
-    /// The snapshot: a snapshot file (`--snapshot` of `run`, `trustmesh-operator local
-    /// snapshot`) or a running sidecar's `/config` (`kubectl exec POD -c trustmesh-sidecar --
-    /// curl -s localhost:15020/config`); `-` reads standard input.
+    /// Ask the running sidecar whose admin port is here (its `/config`, loopback only): e.g.
+    /// `kubectl exec POD -c trustmesh-sidecar -- trustmesh-sidecar check --admin 127.0.0.1:15020 ...`.
+    #[arg(long, conflicts_with = "snapshot", required_unless_present = "snapshot")]
+    admin: Option<SocketAddr>,
+    /// Or a snapshot file: `--snapshot` of `run`, `trustmesh-operator local snapshot`, or a saved
+    /// `/config`; `-` reads standard input.
     #[arg(long)]
-    snapshot: PathBuf,
+    snapshot: Option<PathBuf>,
     /// The caller's SPIFFE ID, or `unauthenticated` (a plaintext caller in permissive mode).
     #[arg(long)]
     caller: String,
@@ -254,16 +257,32 @@ fn main() -> ExitCode {
     }
 }
 
+/// GET /config from a sidecar's admin port (plain HTTP/1.0 on loopback; no async needed).
+fn admin_config(addr: SocketAddr) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let timeout = Some(std::time::Duration::from_secs(5));
+    let mut conn = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))
+        .with_context(|| format!("connecting to the sidecar's admin port {addr} (run this inside the pod: kubectl exec)"))?;
+    conn.set_read_timeout(timeout)?;
+    conn.write_all(b"GET /config HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut raw = String::new();
+    conn.read_to_string(&mut raw).with_context(|| format!("reading /config from {addr}"))?;
+    let (head, body) = raw.split_once("\r\n\r\n").with_context(|| format!("{addr} did not answer HTTP"))?;
+    anyhow::ensure!(head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"), "{addr}/config answered {}: {}", head.lines().next().unwrap_or(""), body.trim());
+    Ok(body.to_owned())
+}
+
 /// Answers `check`: prints the explanation, returns whether the call is allowed.
 fn check(a: &CheckArgs) -> anyhow::Result<bool> {
     use trustmesh_core::check::{Call, check, explain};
     use trustmesh_core::snapshot::Snapshot;
-    let text = if a.snapshot.as_os_str() == "-" {
-        std::io::read_to_string(std::io::stdin()).context("reading the snapshot from standard input")?
-    } else {
-        std::fs::read_to_string(&a.snapshot).with_context(|| format!("reading {}", a.snapshot.display()))?
+    let (text, source) = match (&a.admin, &a.snapshot) {
+        (Some(addr), _) => (admin_config(*addr)?, format!("http://{addr}/config")),
+        (None, Some(p)) if p.as_os_str() == "-" => (std::io::read_to_string(std::io::stdin()).context("reading the snapshot from standard input")?, "standard input".into()),
+        (None, Some(p)) => (std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?, p.display().to_string()),
+        (None, None) => bail!("pass --admin ADDR or --snapshot FILE"),
     };
-    let json: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", a.snapshot.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{source} is not JSON"))?;
     // A sidecar's /config wraps the snapshot (null until one is in force).
     let snapshot = match json.get("snapshot") {
         Some(serde_json::Value::Null) => bail!("that sidecar has no snapshot yet: it refuses every call (fail closed)"),

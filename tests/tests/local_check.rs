@@ -1,6 +1,7 @@
 //! `check` says what the sidecar does: real calls through real sidecars in local mode, then the
 //! same calls asked of `trustmesh-operator local check` (compiling the directory) and of
-//! `trustmesh-sidecar check` (reading the running server sidecar's `/config`). Both must give the
+//! `trustmesh-sidecar check --admin` (asking the running server sidecar for its `/config`, as
+//! `kubectl exec` would inside the pod). Both must give the
 //! verdict the call got and name the same decider as the 403's `x-trustmesh-denied` header or the
 //! access-log line.
 
@@ -42,16 +43,9 @@ fn check_gives_the_verdict_and_decider_the_sidecar_gave() {
         let args = ["local", "check", mesh.dir.to_str().unwrap(), "--target", "default/server", "--caller", "default/client", "--port", &port, "--method", method, "--path", path];
         run(Command::new(bin("trustmesh-operator")).args(args))
     };
+    let admin_addr = format!("127.0.0.1:{admin}");
     let sidecar_check = |method: &str, path: &str| {
-        let mut child = Command::new(bin("trustmesh-sidecar"))
-            .args(["check", "--snapshot", "-", "--caller", CLIENT, "--port", &port, "--method", method, "--path", path])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("trustmesh-sidecar check");
-        child.stdin.take().unwrap().write_all(config.as_bytes()).unwrap();
-        child.wait_with_output().unwrap()
+        run(Command::new(bin("trustmesh-sidecar")).args(["check", "--admin", &admin_addr, "--caller", CLIENT, "--port", &port, "--method", method, "--path", path]))
     };
 
     for (method, path) in [("GET", "/api/orders"), ("POST", "/api/orders"), ("GET", "/admin"), ("GET", "/api/../admin"), ("GET", "/api/./orders//1")] {
@@ -73,11 +67,25 @@ fn check_gives_the_verdict_and_decider_the_sidecar_gave() {
         }
     }
 
+    // A saved /config on standard input gives the same answer.
+    let mut child = Command::new(bin("trustmesh-sidecar"))
+        .args(["check", "--snapshot", "-", "--caller", CLIENT, "--port", &port, "--method", "POST", "--path", "/api/orders"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("trustmesh-sidecar check");
+    child.stdin.take().unwrap().write_all(config.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(decided(&out), (Some(1), "decision: DENY by default (deny)".to_owned()), "{}", text(&out));
+
     // A near miss is explained, and bad questions are answered with exit status 2.
     let out = local_check("POST", "/api/orders");
     assert!(text(&out).contains("default/server-callers@1 rule 0 (Allow, Enforce): ports any methods GET paths /api/*"), "{}", text(&out));
     let out = run(Command::new(bin("trustmesh-operator")).args(["local", "check", mesh.dir.to_str().unwrap(), "--target", "default/nobody", "--caller", "default/client", "--port", "80"]));
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("no servable WorkloadIdentity default/nobody"), "{}", text(&out));
+    let out = run(Command::new(bin("trustmesh-sidecar")).args(["check", "--admin", &format!("127.0.0.1:{}", free_port()), "--caller", CLIENT, "--port", "80"]));
+    assert_eq!(out.status.code(), Some(2), "nobody listens there: {}", text(&out));
     mesh.passed();
 }
