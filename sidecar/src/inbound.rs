@@ -219,7 +219,7 @@ where
         let (shared, conn) = (svc_shared.clone(), svc_conn.clone());
         async move { Ok::<_, Infallible>(request(req, &conn, &shared).await) }
     });
-    let served = builder.serve_connection(TokioIo::new(stream), service);
+    let served = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(served);
     let mut draining = shared.draining.clone();
     tokio::select! {
@@ -252,7 +252,7 @@ where
     }
 }
 
-async fn request(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Response<Body> {
+async fn request(req: Request<Incoming>, conn: &Conn, shared: &Arc<Shared>) -> Response<Body> {
     let id = request_id();
     let port = conn.app.port();
     let path = match normalize_path(req.uri().path()) {
@@ -301,7 +301,10 @@ async fn request(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Respon
     forward(req, path.into_string(), conn, shared, &id).await
 }
 
-async fn forward(req: Request<Incoming>, path: String, conn: &Conn, shared: &Shared, id: &str) -> Response<Body> {
+async fn forward(mut req: Request<Incoming>, path: String, conn: &Conn, shared: &Arc<Shared>, id: &str) -> Response<Body> {
+    // A WebSocket handshake keeps its upgrade headers and holds a connection slot for the tunnel.
+    let websocket = crate::upgrade::websocket_request(req.version(), req.method(), req.headers());
+    let caller_upgrade = websocket.is_some().then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let path_and_query = match parts.uri.query() {
         Some(q) => format!("{path}?{q}"),
@@ -326,6 +329,9 @@ async fn forward(req: Request<Incoming>, path: String, conn: &Conn, shared: &Sha
     if te_trailers {
         parts.headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
     }
+    if let Some(upgrade) = websocket.clone() {
+        crate::upgrade::restore_headers(&mut parts.headers, upgrade);
+    }
     parts.headers.remove(PEER_HEADER);
     // Without a declaration, HTTP/1 trailers are not forwarded: a caller cannot smuggle an
     // x-trustmesh-peer trailer past the header clean-up above.
@@ -335,9 +341,22 @@ async fn forward(req: Request<Incoming>, path: String, conn: &Conn, shared: &Sha
     }
     let client = if h2 { &shared.app_h2 } else { &shared.app };
     match tokio::time::timeout(shared.limits.request_timeout, client.request(Request::from_parts(parts, body))).await {
-        Ok(Ok(resp)) => {
+        Ok(Ok(mut resp)) => {
+            let switched = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+            let tunnel = match caller_upgrade {
+                Some(caller) if switched => match shared.slot(true) {
+                    Some(slot) => Some((caller, hyper::upgrade::on(&mut resp), slot)),
+                    None => return mesh_response(503, id, None, format!("trustmesh is at its connection limit\nrequest id: {id}\n")),
+                },
+                _ => None,
+            };
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
+            if let Some((caller, app, slot)) = tunnel {
+                crate::upgrade::restore_headers(&mut parts.headers, websocket.unwrap_or_else(|| http::HeaderValue::from_static("websocket")));
+                let peer = crate::upgrade::Peer { id: conn.peer.clone(), expires: conn.expires };
+                crate::upgrade::splice(caller, app, peer, slot, shared.clone());
+            }
             if let Ok(v) = http::HeaderValue::from_str(id) {
                 parts.headers.insert("x-trustmesh-request-id", v);
             }

@@ -20,4 +20,5 @@ pub mod outbound;
 pub mod proxy;
 pub mod run;
 pub mod state;
+pub mod upgrade;
 pub mod svid_files;
