@@ -228,3 +228,19 @@ fn http2_callers_reach_an_h2c_app_over_http2() {
     assert_eq!(text(&denied), "403", "HTTP/2 requests are authorized one by one");
     mesh.passed();
 }
+
+#[test]
+fn a_config_stream_ends_when_its_identity_is_repointed_at_another_service_account() {
+    let policy = "apiVersion: trustmesh.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: server-callers, namespace: default}\nspec:\n  targetRef: {name: server}\n  rules:\n  - from: [{identity: client}]\n";
+    let mesh = LocalMesh::start("local-repoint", policy);
+    let (server, _) = mesh.sidecar("server", &format!("--inbound 127.0.0.1:{}=127.0.0.1:{}", mesh.inbound, app()));
+    // The resource `default/server` now issues .../sa/payments: the sidecar holding the
+    // .../sa/server certificate must not receive what is now another workload's policy.
+    let yaml = std::fs::read_to_string(mesh.dir.join("resources/workload-default-server.yaml")).unwrap();
+    mesh.write("workload-default-server.yaml", &yaml.replacen("serviceAccount: server", "serviceAccount: payments", 1));
+    let line = eventually(Duration::from_secs(10), "the stream to be ended by the operator", || {
+        server.output().lines().find(|l| l.contains("config stream ended")).map(str::to_owned)
+    });
+    assert!(line.contains("no longer issues spiffe://local.trustmesh/ns/default/sa/server"), "{line}");
+    mesh.passed();
+}

@@ -100,6 +100,9 @@ impl Config for ConfigService {
         let id = tls::peer_identity(certs.as_deref().map(Vec::as_slice))
             .map_err(|e| Status::unauthenticated(format!("client certificate is not an X.509-SVID: {e}")))?
             .ok_or_else(|| Status::unauthenticated("Config.Watch needs the sidecar's X.509-SVID as client certificate; fetch one with Identity.Sign first"))?;
+        // The stream ends when the certificate that opened it expires: the sidecar renews and
+        // reconnects with the new one, so a quarantined or deleted identity cannot keep a stream.
+        let expires = tls::peer_not_after(certs.as_deref().map(Vec::as_slice));
         let key = {
             let view = self.view.borrow();
             view.compiled
@@ -118,8 +121,21 @@ impl Config for ConfigService {
         metrics.proxies_connected.inc();
         tokio::spawn(async move {
             let mut last_content = None;
+            let until_expiry = async move {
+                match expires.map(|at| at.duration_since(std::time::SystemTime::now()).unwrap_or_default()) {
+                    Some(left) => tokio::time::sleep(left).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::pin!(until_expiry);
             loop {
                 let current = view.borrow_and_update().clone();
+                // The resource name found at connect must still issue the caller's SPIFFE ID: an
+                // identity re-pointed at another service account is another workload's policy.
+                if current.compiled.workloads.get(&key).is_some_and(|w| w.spiffe_id != id) {
+                    let _ = tx.send(Err(Status::permission_denied(format!("WorkloadIdentity {key} no longer issues {id}; reconnect with a certificate for what it issues now")))).await;
+                    break;
+                }
                 let Some(content) = current.snapshot_json(&key) else {
                     let _ = tx.send(Err(Status::not_found(format!("WorkloadIdentity {key} is gone or not servable")))).await;
                     break;
@@ -143,6 +159,10 @@ impl Config for ConfigService {
                     last_content = Some(content);
                 }
                 tokio::select! {
+                    () = &mut until_expiry => {
+                        let _ = tx.send(Err(Status::unauthenticated("the client certificate of this stream expired; reconnect with the renewed one"))).await;
+                        break;
+                    }
                     changed = view.changed() => if changed.is_err() { break },
                     msg = inbound.message() => match msg {
                         Ok(Some(ack)) => record_ack(&registry, &metrics, &key, stream_id, ack),
