@@ -158,12 +158,15 @@ pub struct CompiledMesh {
     pub identities: BTreeMap<ObjectKey, IdentityReport>,
     /// A report for every AccessPolicy.
     pub policies: BTreeMap<ObjectKey, PolicyReport>,
+    /// SPIFFE IDs of every suspended WorkloadIdentity, servable or not: a quarantine holds even
+    /// when the resource later gains a problem (a TTL over a lowered maximum, say).
+    pub suspended: BTreeSet<SpiffeId>,
 }
 
 impl CompiledMesh {
     /// SPIFFE IDs of suspended identities (the revocation list every sidecar gets).
     pub fn revoked(&self) -> BTreeSet<SpiffeId> {
-        self.workloads.values().filter(|w| w.suspended).map(|w| w.spiffe_id.clone()).collect()
+        self.suspended.clone()
     }
 }
 
@@ -182,6 +185,17 @@ pub fn compile(settings: &MeshSettings, state: &DesiredState) -> CompiledMesh {
         if let Some(w) = workload {
             by_id.insert(w.spiffe_id.clone(), key.clone());
             mesh.workloads.insert(key.clone(), w);
+        } else if wid.spec.suspended
+            && let Some(id) = &report.spiffe_id
+        {
+            // A suspended identity keeps its claim on the service account even when it has
+            // problems, so a newer duplicate cannot start issuing the quarantined ID.
+            by_id.entry(id.clone()).or_insert_with(|| key.clone());
+        }
+        if wid.spec.suspended
+            && let Some(id) = &report.spiffe_id
+        {
+            mesh.suspended.insert(id.clone());
         }
         mesh.identities.insert(key, report);
     }

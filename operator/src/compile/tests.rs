@@ -158,6 +158,23 @@ fn suspended_identities_are_revoked_and_compilation_is_deterministic() {
 }
 
 #[test]
+fn a_quarantine_holds_when_the_suspended_identity_breaks_and_a_duplicate_cannot_take_over() {
+    let mut state = shop();
+    // Suspended, and its ttl is over a maximum lowered since: it is no longer servable.
+    state.identities[1] = wid("web", "frontend", json!({"serviceAccount": "frontend", "ttl": "12h", "suspended": true}));
+    state.identities.push(wid("web", "frontend-v2", json!({"serviceAccount": "frontend"})));
+    let mut s = settings();
+    s.max_ttl = Duration::from_secs(6 * 3600);
+    let mesh = compile(&s, &state);
+    assert!(!mesh.workloads.contains_key(&key("web", "frontend")), "the broken identity is not servable");
+    let revoked: Vec<String> = mesh.revoked().iter().map(|id| id.to_string()).collect();
+    assert_eq!(revoked, ["spiffe://cluster.local/ns/web/sa/frontend"], "its certificates stay refused everywhere");
+    assert!(!mesh.workloads.contains_key(&key("web", "frontend-v2")), "a newer identity for the same service account issues nothing");
+    let problems = &mesh.identities[&key("web", "frontend-v2")].problems;
+    assert!(matches!(problems.as_slice(), [Problem::DuplicateServiceAccount { owner, .. }] if owner == "web/frontend"), "{problems:?}");
+}
+
+#[test]
 fn opaque_ports_and_the_namespace_egress_mode_reach_the_workload() {
     let mut state = shop();
     state.identities.push(wid("data", "postgres", json!({"serviceAccount": "postgres", "opaquePorts": [5432]})));
