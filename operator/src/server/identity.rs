@@ -24,6 +24,13 @@ const FAILURE_BURST: u32 = 20;
 /// retrying with backoff never gets there; a token guesser or a TokenReview flood does at once).
 const FAILURE_RATE: f64 = 0.5;
 
+/// Service-account-token requests one address may send at once: each costs a TokenReview and a
+/// pod read on the API server, so they are limited before the token is checked.
+pub(crate) const REVIEW_BURST: u32 = 10;
+/// Service-account-token requests per second one address may sustain (a pod renews at half
+/// life, a node's host-network pods restarting together get through in seconds).
+const REVIEW_RATE: f64 = 1.0;
+
 /// The signing service.
 pub struct IdentityService {
     ca: Arc<CertificateAuthority>,
@@ -34,6 +41,8 @@ pub struct IdentityService {
     limiter: Mutex<RateLimiter>,
     /// Per address: refused credentials, checked before the credential is (so no TokenReview).
     failures: Mutex<RateLimiter>,
+    /// Per address: every request with a service-account token, before its TokenReview.
+    reviews: Mutex<RateLimiter>,
     metrics: Arc<Metrics>,
 }
 
@@ -41,7 +50,8 @@ impl IdentityService {
     /// A service signing with `ca` for the identities in `view`.
     pub fn new(ca: Arc<CertificateAuthority>, view: watch::Receiver<Arc<MeshView>>, auth: Authenticator, limiter: RateLimiter, metrics: Arc<Metrics>) -> Self {
         let failures = Mutex::new(RateLimiter::new(FAILURE_BURST, FAILURE_RATE));
-        Self { ca, issued: IssuedCounts::default(), view, auth, limiter: Mutex::new(limiter), failures, metrics }
+        let reviews = Mutex::new(RateLimiter::new(REVIEW_BURST, REVIEW_RATE));
+        Self { ca, issued: IssuedCounts::default(), view, auth, limiter: Mutex::new(limiter), failures, reviews, metrics }
     }
 
     /// The per-identity issue counters (shared with the status controller).
@@ -61,6 +71,9 @@ impl IdentityService {
             Some(WireCredential::ServiceAccountToken(t)) => Some(Credential::ServiceAccountToken(t)),
             None => None,
         };
+        if let (Some(Credential::ServiceAccountToken(_)), Some(ip), Some(k)) = (&cred, peer, &peer_key) {
+            lock(&self.reviews).check(k, Instant::now()).map_err(|retry_after| SignError::RateLimited { caller: format!("address {ip}"), retry_after })?;
+        }
         let subject = match self.auth.authenticate(cred, &view).await {
             Ok(subject) => subject,
             Err(e) => {

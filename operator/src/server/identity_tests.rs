@@ -157,3 +157,19 @@ async fn an_address_that_keeps_sending_bad_credentials_is_not_heard_until_it_slo
     let again = svc.sign_request(&SignRequest { credential: join(APP_TOKEN), csr_der: csr(&PKCS_ECDSA_P256_SHA256) }, Some(quiet)).await;
     assert!(again.is_ok(), "a suspended identity's retries do not lock out its address: {again:?}");
 }
+
+#[tokio::test]
+async fn service_account_tokens_from_one_address_are_limited_before_their_review() {
+    let (svc, metrics) = service(100);
+    let sa_token = || Some(WireCredential::ServiceAccountToken("eyJ...".into()));
+    for i in 0..REVIEW_BURST {
+        let status = refused(&svc, request(sa_token(), csr(&PKCS_ECDSA_P256_SHA256), "10.3.3.3")).await;
+        assert_eq!(status.code(), tonic::Code::Unauthenticated, "request {i} reaches authentication");
+    }
+    let status = refused(&svc, request(sa_token(), csr(&PKCS_ECDSA_P256_SHA256), "10.3.3.3")).await;
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("too many signing requests from address 10.3.3.3"), "{}", status.message());
+    assert_eq!(refusals(&metrics, "rate_limited"), 1);
+    // Join tokens cost no API call and are not counted here.
+    svc.sign(request(join(APP_TOKEN), csr(&PKCS_ECDSA_P256_SHA256), "10.3.3.3")).await.unwrap();
+}
