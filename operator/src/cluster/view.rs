@@ -93,19 +93,26 @@ pub fn view(settings: &MeshSettings, objs: &ClusterObjects, version: u64) -> (Me
             .collect();
         let mut keys = BTreeSet::new();
         for endpoint in slice.endpoints.iter().flatten() {
+            // Who answers at an address is decided by the pod that owns the IP, never by what a
+            // slice claims: whoever may write EndpointSlices could otherwise pair a victim's IP
+            // with their own pod and have every caller accept their identity there. A targetRef
+            // must agree (same namespace, same identity) or the endpoint is ignored.
             let ips: Vec<IpAddr> = endpoint.addresses.iter().filter_map(|a| a.parse().ok()).collect();
-            let by_ref = endpoint
-                .target_ref
-                .as_ref()
-                .filter(|r| r.kind.as_deref() == Some("Pod"))
-                .and_then(|r| pods.by_name(r.namespace.as_deref().unwrap_or(&ns), r.name.as_deref()?));
-            let Some(key) = by_ref.or_else(|| ips.iter().find_map(|ip| pods.by_ip.get(ip).cloned())) else { continue };
+            let claimed = endpoint.target_ref.as_ref().filter(|r| r.kind.as_deref() == Some("Pod")).map(|r| {
+                let same_ns = r.namespace.as_deref().is_none_or(|n| n == ns);
+                same_ns.then(|| r.name.as_deref().and_then(|name| pods.by_name(&ns, name))).flatten()
+            });
             for ip in &ips {
-                for port in &ports {
-                    addresses.add(SocketAddr::new(*ip, *port), &key);
+                let Some(key) = pods.by_ip.get(ip) else { continue };
+                if claimed.as_ref().is_some_and(|c| c.as_ref() != Some(key)) {
+                    tracing::warn!(slice = %format!("{ns}/{}", slice.name_any()), %ip, "endpoint's targetRef does not own its address; ignored");
+                    continue;
                 }
+                for port in &ports {
+                    addresses.add(SocketAddr::new(*ip, *port), key);
+                }
+                keys.insert(key.clone());
             }
-            keys.insert(key);
         }
         if let Some(service) = slice.labels().get(SERVICE_NAME_LABEL) {
             behind.entry((ns, service.clone())).or_default().extend(keys);

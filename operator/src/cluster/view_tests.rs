@@ -104,6 +104,18 @@ fn an_endpoint_that_is_no_meshed_pod_adds_no_destination() {
 }
 
 #[test]
+fn a_slice_cannot_pair_another_pods_ip_with_its_own_identity() {
+    // Someone who may write EndpointSlices points payments' IP at an orders pod: callers must
+    // keep expecting payments there, and orders gains nothing.
+    let objs = shop(
+        vec![pod("orders-1", "orders", &["10.0.0.5"], &[]), pod("payments-1", "payments", &["10.0.0.7"], &[9000])],
+        vec![service("sneaky", None, "10.96.0.50", &[(80, "TCP")])],
+        vec![slice("sneaky", &[("10.0.0.7", Some("orders-1"))], &[9000])],
+    );
+    assert_eq!(destinations(&objs), expect(&[("10.0.0.7:9000", "payments")]), "only the pod's own declared port; the slice is ignored");
+}
+
+#[test]
 fn a_service_behind_two_identities_expects_either() {
     let objs = shop(
         vec![pod("orders-1", "orders", &["10.0.0.5"], &[]), pod("payments-1", "payments", &["10.0.0.7"], &[])],
