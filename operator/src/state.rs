@@ -35,16 +35,20 @@ impl MeshView {
     /// Compiles a local-mode state.
     pub fn from_local(state: &LocalState, version: u64) -> Self {
         let compiled = compile(&state.settings, &state.desired);
-        let join_tokens = state
-            .workloads
-            .iter()
-            .map(|w| {
-                let ns = w.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned());
-                let name = w.metadata.name.clone().unwrap_or_default();
-                let key = ObjectKey { namespace: ns.clone(), name: w.spec.identity.clone() };
-                (w.spec.join_token_sha256.to_ascii_lowercase(), (format!("{ns}/{name}"), key))
-            })
-            .collect();
+        let mut join_tokens: BTreeMap<String, (String, ObjectKey)> = BTreeMap::new();
+        let mut shared = BTreeSet::new();
+        for w in &state.workloads {
+            let ns = w.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned());
+            let name = w.metadata.name.clone().unwrap_or_default();
+            let key = ObjectKey { namespace: ns.clone(), name: w.spec.identity.clone() };
+            let hash = w.spec.join_token_sha256.to_ascii_lowercase();
+            if let Some((other, _)) = join_tokens.insert(hash.clone(), (format!("{ns}/{name}"), key)) {
+                tracing::error!(workloads = %format!("{other} and {ns}/{name}"), "two LocalWorkloads share a join token: neither is accepted until each has its own (local add-workload makes one)");
+                shared.insert(hash);
+            }
+        }
+        // A token two workloads share proves neither: fail closed for both.
+        join_tokens.retain(|hash, _| !shared.contains(hash));
         let addresses = state
             .workloads
             .iter()
@@ -92,5 +96,37 @@ impl MeshView {
             revoked: self.compiled.revoked(),
             opaque_ports: workload.opaque_ports.clone(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use trustmesh_core::policy::DefaultAction;
+    use trustmesh_core::spiffe::{SpiffeId, TrustDomain};
+
+    use super::*;
+    use crate::compile::DesiredState;
+    use crate::local::model::LocalWorkload;
+
+    fn workload(name: &str, identity: &str, hash: &str) -> LocalWorkload {
+        serde_json::from_value(serde_json::json!({"apiVersion": "trustmesh.dev/v1alpha1", "kind": "LocalWorkload",
+            "metadata": {"name": name, "namespace": "default"}, "spec": {"identity": identity, "joinTokenSha256": hash}}))
+        .expect("a LocalWorkload")
+    }
+
+    #[test]
+    fn a_join_token_two_workloads_share_proves_neither() {
+        let td = TrustDomain::new("local.trustmesh").unwrap();
+        let (a, b, c) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
+        let state = LocalState {
+            settings: MeshSettings::new(td.clone(), DefaultAction::Deny),
+            desired: DesiredState::default(),
+            workloads: vec![workload("web-1", "web", &a), workload("db-1", "db", &a), workload("api-1", "api", &b)],
+            operator_id: SpiffeId::from_segments(&td, &["operator"]).unwrap(),
+        };
+        let view = MeshView::from_local(&state, 1);
+        assert!(!view.join_tokens.contains_key(&a), "a shared token must not authenticate as either workload");
+        assert_eq!(view.join_tokens[&b].0, "default/api-1");
+        assert!(!view.join_tokens.contains_key(&c));
     }
 }

@@ -43,7 +43,8 @@ impl RateLimiter {
         if *tokens >= 1.0 {
             Ok(())
         } else if self.per_second > 0.0 {
-            Err(Duration::from_secs_f64((1.0 - *tokens) / self.per_second))
+            // A tiny rate would overflow a Duration: cap the wait at a day.
+            Err(Duration::try_from_secs_f64((1.0 - *tokens) / self.per_second).unwrap_or(Duration::MAX).min(Duration::from_secs(86_400)))
         } else {
             Err(Duration::MAX)
         }
@@ -76,5 +77,13 @@ mod tests {
         assert_eq!(rl.peek("a", t0), Ok(()), "peeking twice leaves the token");
         assert_eq!(rl.check("a", t0), Ok(()));
         assert!(rl.peek("a", t0).is_err(), "the only token is gone");
+    }
+
+    #[test]
+    fn a_tiny_rate_waits_long_but_never_panics() {
+        let mut l = RateLimiter::new(1, 1e-300);
+        let now = Instant::now();
+        l.check("a", now).unwrap();
+        assert_eq!(l.check("a", now), Err(Duration::from_secs(86_400)));
     }
 }
