@@ -93,11 +93,18 @@ impl Elector {
     /// Runs forever, publishing leadership on `leading`.
     pub async fn run(self, client: Client, leading: watch::Sender<bool>) {
         let api: Api<Lease> = Api::namespaced(client, &self.namespace);
+        // A round that hangs (a slow API server) must not keep us leading while another replica
+        // takes the Lease over after `duration`: give it a third of that, then step down.
+        let deadline = self.duration / 3;
         loop {
-            let lead = match self.round(&api, Timestamp::now()).await {
-                Ok(l) => l,
-                Err(e) => {
+            let lead = match tokio::time::timeout(deadline, self.round(&api, Timestamp::now())).await {
+                Ok(Ok(l)) => l,
+                Ok(Err(e)) => {
                     tracing::warn!(error = %e, "leader election round failed; stepping down until it succeeds");
+                    false
+                }
+                Err(_) => {
+                    tracing::warn!(timeout = ?deadline, "leader election round timed out; stepping down until one succeeds");
                     false
                 }
             };
@@ -149,5 +156,17 @@ mod tests {
         let lease = api.get("trustmesh-operator").await.unwrap().spec.unwrap();
         assert_eq!(lease.holder_identity.as_deref(), Some("op-b"));
         assert_eq!(lease.lease_transitions, Some(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_whose_round_hangs_steps_down() {
+        // An API server that takes every request and never answers.
+        let (svc, _handle) = tower_test::mock::pair::<http::Request<kube::client::Body>, http::Response<kube::client::Body>>();
+        let client = Client::new(svc, "trustmesh-system");
+        let (tx, mut rx) = watch::channel(true);
+        let elector = Elector { namespace: "trustmesh-system".into(), name: "trustmesh".into(), identity: "a".into(), duration: Duration::from_secs(15), retry: Duration::from_secs(2) };
+        tokio::spawn(elector.run(client, tx));
+        let stepped_down = tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|leading| !*leading)).await;
+        assert!(stepped_down.is_ok(), "a leader that cannot renew within a third of the lease duration must stop leading");
     }
 }
