@@ -69,6 +69,8 @@ pub fn check<'a>(snapshot: &Snapshot, policy: &'a CompiledPolicy, call: &Call<'_
     let Some((method, raw)) = call.http else {
         return Answer::NotHttp;
     };
+    // The query is not part of the path the rules match (the sidecar forwards it unchanged).
+    let raw = raw.split_once('?').map_or(raw, |(path, _)| path);
     let path = match normalize_path(raw) {
         Ok(p) => p,
         Err(e) => return Answer::BadPath(e),
@@ -141,7 +143,7 @@ pub fn explain(answer: &Answer<'_>, call: &Call<'_>, policy: &WorkloadPolicy) ->
                 let _ = writeln!(s, "port:     opaque (spec.opaquePorts): authorized once per connection; methods and paths are not seen, and a rule limited to them does not allow it");
             }
             if let Some(p) = path
-                && call.http.is_some_and(|(_, raw)| raw != p.as_str())
+                && call.http.is_some_and(|(_, raw)| raw.split_once('?').map_or(raw, |(path, _)| path) != p.as_str())
             {
                 let _ = writeln!(s, "path:     normalized to {} (what the rules match and the app receives)", p.as_str());
             }
@@ -157,6 +159,9 @@ pub fn explain(answer: &Answer<'_>, call: &Call<'_>, policy: &WorkloadPolicy) ->
                 let _ = writeln!(s, "          no enforced Allow rule matched this caller, port, method and path");
             }
         }
+    }
+    if call.caller.is_none() {
+        let _ = writeln!(s, "note:     a sidecar in strict mTLS mode (the default) refuses a caller without a certificate before any policy; this answer holds in permissive mode");
     }
     let named: Vec<&Rule> = call.caller.map(|c| policy.rules.iter().filter(|r| names_caller(r, c)).collect()).unwrap_or_default();
     if named.is_empty() {

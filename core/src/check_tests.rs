@@ -91,6 +91,13 @@ fn an_attack_path_is_normalized_before_matching_and_says_so() {
 }
 
 #[test]
+fn the_query_is_not_part_of_the_matched_path() {
+    let (allowed, text) = ask(Some(FRONTEND), 8080, Some(("GET", "/api/orders?id=1&x=/../admin")));
+    assert!(allowed, "{text}");
+    assert!(!text.contains("path:"), "the path itself needed no normalization: {text}");
+}
+
+#[test]
 fn an_audit_rule_reports_what_it_would_do_without_deciding() {
     let (allowed, text) = ask(Some(FRONTEND), 8080, Some(("DELETE", "/api/orders/1")));
     assert!(!allowed);
@@ -125,4 +132,5 @@ fn an_unauthenticated_caller_matches_no_rule() {
     let (allowed, text) = ask(None, 8080, Some(("GET", "/api/orders/1")));
     assert!(!allowed);
     assert!(text.contains("caller:   unauthenticated") && text.contains("rules naming this caller: none (default for the target: deny)"), "{text}");
+    assert!(text.contains("strict mTLS mode (the default) refuses a caller without a certificate"), "{text}");
 }

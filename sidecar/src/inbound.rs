@@ -206,10 +206,10 @@ where
         .http2()
         .timer(hyper_util::rt::TokioTimer::new())
         .max_header_list_size(shared.limits.max_header_bytes as u32)
-        .max_concurrent_streams(256)
-        // A peer that stops answering pings is gone; its connection slot is freed.
-        .keep_alive_interval(Some(std::time::Duration::from_secs(30)))
-        .keep_alive_timeout(std::time::Duration::from_secs(10));
+        .max_concurrent_streams(256);
+    // No server keep-alive pings: hyper sends them on idle connections too, and the caller's
+    // automatic answers would count as traffic, so an idle HTTP/2 connection would never reach
+    // the idle timeout below and would hold its slot for as long as the caller's stack answers.
     // An HTTP connection that carries no byte for the idle timeout is closed too.
     let stream = crate::io::Counted::new(stream);
     let moved = stream.moved();
@@ -246,8 +246,11 @@ where
         () = crate::io::idle_for(moved, shared.limits.idle_timeout) => Err("idle timeout"),
         _ = crate::proxy::drained(&mut draining) => {
             served.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(shared.limits.drain_timeout, served).await;
-            Ok(())
+            // Draining does not suspend trust: a caller quarantined meanwhile is cut off.
+            tokio::select! {
+                _ = tokio::time::timeout(shared.limits.drain_timeout, served) => Ok(()),
+                why = untrusted(shared.live.clone(), conn.peer.clone(), conn.expires) => Err(why),
+            }
         }
     }
 }
@@ -339,8 +342,20 @@ async fn forward(mut req: Request<Incoming>, path: String, conn: &Conn, shared: 
     if let Some(v) = &conn.peer_header {
         parts.headers.insert(PEER_HEADER, v.clone());
     }
-    let client = if h2 { &shared.app_h2 } else { &shared.app };
-    match tokio::time::timeout(shared.limits.request_timeout, client.request(Request::from_parts(parts, body))).await {
+    let sent = if h2 {
+        // HTTP/2 forwards trailer frames as they come: drop a caller-written x-trustmesh-peer
+        // there too, or a gRPC app reading request metadata would see a forged identity.
+        let body = body.map_frame(|mut frame| {
+            if let Some(trailers) = frame.trailers_mut() {
+                trailers.remove(PEER_HEADER);
+            }
+            frame
+        });
+        shared.app_h2.request(Request::from_parts(parts, body.boxed()))
+    } else {
+        shared.app.request(Request::from_parts(parts, body))
+    };
+    match tokio::time::timeout(shared.limits.request_timeout, sent).await {
         Ok(Ok(mut resp)) => {
             let switched = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
             let tunnel = match caller_upgrade {

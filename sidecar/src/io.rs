@@ -74,6 +74,11 @@ pub enum Protocol {
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// Bytes detection reads at most before it calls the connection not HTTP: a request line's
+/// method starts within the first few bytes, so more than this (e.g. a stream of empty lines)
+/// is refused instead of being read and rescanned until the detection time runs out.
+const MAX_DETECT_BYTES: usize = 256;
+
 /// Classifies a prefix; `None` when more bytes are needed to tell.
 pub fn classify(buf: &[u8]) -> Option<Protocol> {
     let n = buf.len().min(H2_PREFACE.len());
@@ -93,6 +98,11 @@ pub fn classify(buf: &[u8]) -> Option<Protocol> {
     if buf.len() - start >= 16 { Some(Protocol::Opaque) } else { None }
 }
 
+/// [`classify`], with a bound: past [`MAX_DETECT_BYTES`] undecided bytes it is not HTTP.
+fn classify_bounded(buf: &[u8]) -> Option<Protocol> {
+    classify(buf).or_else(|| (buf.len() >= MAX_DETECT_BYTES).then_some(Protocol::Opaque))
+}
+
 /// Reads until the protocol is known or `wait` passes; returns it with the bytes read.
 pub async fn detect<S: AsyncRead + Unpin>(stream: &mut S, wait: Duration) -> io::Result<(Protocol, Vec<u8>)> {
     let mut buf = Vec::with_capacity(64);
@@ -107,7 +117,7 @@ pub async fn detect<S: AsyncRead + Unpin>(stream: &mut S, wait: Duration) -> io:
             Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
             Ok(Err(e)) => return Err(e),
         }
-        if let Some(p) = classify(&buf) {
+        if let Some(p) = classify_bounded(&buf) {
             return Ok((p, buf));
         }
     }
@@ -209,6 +219,18 @@ mod tests {
         assert_eq!(classify(b"ABCDEFGHIJKLMNOPQRS"), Some(Protocol::Opaque), "methods are short");
         assert_eq!(classify(b"\r\n\r\nGET / HTTP/1.1\r\n"), Some(Protocol::Http1), "empty lines before the request line");
         assert_eq!(classify(b"\r\n\r\n"), None, "only empty lines so far");
+    }
+
+    #[tokio::test]
+    async fn a_stream_of_empty_lines_is_refused_after_a_few_hundred_bytes_not_read_on() {
+        let (mut caller, mut sidecar) = tokio::io::duplex(4096);
+        tokio::io::AsyncWriteExt::write_all(&mut caller, &b"\r\n".repeat(1024)).await.unwrap();
+        // The caller keeps the connection open: only the byte bound can end detection early.
+        let (protocol, read) = tokio::time::timeout(Duration::from_secs(5), detect(&mut sidecar, Duration::from_secs(3600))).await.expect("decided without waiting").unwrap();
+        assert_eq!(protocol, Protocol::Opaque);
+        assert!(read.len() <= MAX_DETECT_BYTES + 64, "read {} bytes", read.len());
+        let (protocol, _) = detect(&mut &b"\r\n\r\nGET / HTTP/1.1\r\n"[..], Duration::from_secs(1)).await.unwrap();
+        assert_eq!(protocol, Protocol::Http1, "a few empty lines before a request are still HTTP");
     }
 
     #[tokio::test]

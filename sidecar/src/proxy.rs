@@ -86,7 +86,7 @@ pub struct Shared {
     pub app: Client<HttpConnector, Incoming>,
     /// HTTP/2 (prior knowledge, h2c) client to the local app, for HTTP/2 callers (gRPC): a
     /// caller that speaks HTTP/2 talks to an app that does.
-    pub app_h2: Client<HttpConnector, Incoming>,
+    pub app_h2: Client<HttpConnector, Body>,
     /// Plaintext callers are the `unauthenticated` caller (true) or refused (false).
     pub permissive: bool,
     /// Flips to `true` on SIGTERM: stop accepting, finish in-flight requests.
@@ -95,7 +95,11 @@ pub struct Shared {
 
 impl Shared {
     /// A pooled client for the app: HTTP/1.1 with keep-alive, or HTTP/2 over cleartext (`h2`).
-    pub fn app_client(h2: bool) -> Client<HttpConnector, Incoming> {
+    pub fn app_client<B>(h2: bool) -> Client<HttpConnector, B>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+    {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));

@@ -185,7 +185,8 @@ fn egress_lock_and_opaque_ports_reach_running_sidecars() {
 }
 
 /// An app that answers HTTP/1.1 and HTTP/2 over cleartext (h2c, like a gRPC server) with the
-/// protocol version it saw and the caller identity the sidecar asserted.
+/// protocol version it saw, the caller identity the sidecar asserted, and any x-trustmesh-peer
+/// request trailer that reached it.
 fn h2c_app() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -198,8 +199,12 @@ fn h2c_app() -> u16 {
                 let Ok((tcp, _)) = listener.accept().await else { continue };
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                        use http_body_util::BodyExt;
                         let peer = req.headers().get("x-trustmesh-peer").and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned();
-                        let body = format!("{:?} {peer}\n", req.version());
+                        let version = req.version();
+                        let trailers = req.into_body().collect().await.ok().and_then(|c| c.trailers().cloned());
+                        let forged = trailers.as_ref().and_then(|t| t.get("x-trustmesh-peer")).map(|v| format!(" trailer-peer={}", v.to_str().unwrap_or("?"))).unwrap_or_default();
+                        let body = format!("{version:?} {peer}{forged}\n");
                         Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body))))
                     });
                     let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
@@ -209,6 +214,24 @@ fn h2c_app() -> u16 {
         });
     });
     port
+}
+
+/// POSTs over HTTP/2 (prior knowledge) with one request trailer; returns the response body.
+fn h2_post_with_trailer(port: u16, name: &'static str, value: &'static str) -> String {
+    use http_body_util::BodyExt;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
+        tokio::spawn(conn);
+        let mut trailers = hyper::HeaderMap::new();
+        trailers.insert(name, hyper::header::HeaderValue::from_static(value));
+        let frames = vec![Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(bytes::Bytes::from_static(b"x"))), Ok(hyper::body::Frame::trailers(trailers))];
+        let body = http_body_util::StreamBody::new(tokio_stream::iter(frames));
+        let req = hyper::Request::post(format!("http://127.0.0.1:{port}/pkg.Service/Method")).body(body).unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+    })
 }
 
 #[test]
@@ -226,6 +249,9 @@ fn http2_callers_reach_an_h2c_app_over_http2() {
     assert_eq!(h1, "HTTP/1.1 spiffe://local.trustmesh/ns/default/sa/client\n");
     let denied = run(Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--http2-prior-knowledge", "-X", "DELETE", &url]));
     assert_eq!(text(&denied), "403", "HTTP/2 requests are authorized one by one");
+    // A caller-written x-trustmesh-peer in the request trailers (gRPC metadata) never arrives.
+    let got = h2_post_with_trailer(outbound, "x-trustmesh-peer", "spiffe://local.trustmesh/ns/default/sa/admin");
+    assert_eq!(got, "HTTP/2.0 spiffe://local.trustmesh/ns/default/sa/client\n", "the forged trailer is dropped");
     mesh.passed();
 }
 
