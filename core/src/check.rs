@@ -29,6 +29,17 @@ pub struct Call<'a> {
     pub http: Option<(&'a str, &'a str)>,
 }
 
+impl<'a> Call<'a> {
+    /// The HTTP part as the `check` commands take it: without method and path a TCP
+    /// connection; a missing method is `GET`, a missing path `/`.
+    pub fn http_of(method: Option<&'a str>, path: Option<&'a str>) -> Option<(&'a str, &'a str)> {
+        match (method, path) {
+            (None, None) => None,
+            (m, p) => Some((m.unwrap_or("GET"), p.unwrap_or("/"))),
+        }
+    }
+}
+
 /// What the target's sidecar does with the call.
 #[derive(Debug)]
 pub enum Answer<'a> {

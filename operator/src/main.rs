@@ -261,10 +261,7 @@ fn local_check(q: &LocalCheckArgs) -> anyhow::Result<bool> {
             Some(id.with_context(|| format!("--caller {identity}: no such WorkloadIdentity in {}", dir.display()))?)
         }
     };
-    let http = match (method, path) {
-        (None, None) => None,
-        (m, p) => Some((m.unwrap_or("GET"), p.unwrap_or("/"))),
-    };
+    let http = Call::http_of(method, path);
     let policy = trustmesh_core::policy::CompiledPolicy::new(snapshot.inbound.clone());
     let call = Call { caller: caller.as_ref(), port, http };
     let answer = check(&snapshot, &policy, &call);

@@ -294,10 +294,7 @@ fn check(a: &CheckArgs) -> anyhow::Result<bool> {
         "unauthenticated" => None,
         id => Some(SpiffeId::parse(id).with_context(|| format!("--caller {id:?}: a SPIFFE ID or `unauthenticated`"))?),
     };
-    let http = match (a.method.as_deref(), a.path.as_deref()) {
-        (None, None) => None,
-        (m, p) => Some((m.unwrap_or("GET"), p.unwrap_or("/"))),
-    };
+    let http = Call::http_of(a.method.as_deref(), a.path.as_deref());
     let policy = trustmesh_core::policy::CompiledPolicy::new(snapshot.inbound.clone());
     let call = Call { caller: caller.as_ref(), port: a.port, http };
     let answer = check(&snapshot, &policy, &call);
