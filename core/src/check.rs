@@ -90,6 +90,14 @@ pub fn check<'a>(snapshot: &Snapshot, policy: &'a CompiledPolicy, call: &Call<'_
     Answer::Decided { path: Some(path), opaque: false, decision }
 }
 
+/// What both `check` commands print, and whether the call is allowed: indexes the snapshot's
+/// policy, decides the call and explains it.
+pub fn check_and_explain(snapshot: &Snapshot, call: &Call<'_>) -> (bool, String) {
+    let policy = CompiledPolicy::new(snapshot.inbound.clone());
+    let answer = check(snapshot, &policy, call);
+    (answer.allowed(), explain(&answer, call, &snapshot.inbound))
+}
+
 /// Whether a rule's `from` names this caller (by ID, namespace or trust domain).
 fn names_caller(rule: &Rule, caller: &SpiffeId) -> bool {
     rule.from.iter().any(|m| match m {

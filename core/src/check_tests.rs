@@ -56,12 +56,8 @@ fn snapshot() -> Snapshot {
 }
 
 fn ask(caller: Option<&str>, port: u16, http: Option<(&str, &str)>) -> (bool, String) {
-    let snap = snapshot();
-    let policy = CompiledPolicy::new(snap.inbound.clone());
     let caller = caller.map(id);
-    let call = Call { caller: caller.as_ref(), port, http };
-    let answer = check(&snap, &policy, &call);
-    (answer.allowed(), explain(&answer, &call, &snap.inbound))
+    check_and_explain(&snapshot(), &Call { caller: caller.as_ref(), port, http })
 }
 
 #[test]

@@ -246,7 +246,7 @@ fn snapshot_of(view: &trustmesh_operator::state::MeshView, identity: &str) -> an
 
 /// Answers `local check`: prints the explanation, returns whether the call is allowed.
 fn local_check(q: &LocalCheckArgs) -> anyhow::Result<bool> {
-    use trustmesh_core::check::{Call, check, explain};
+    use trustmesh_core::check::{Call, check_and_explain};
     let (dir, target, caller, port) = (q.dir.as_path(), q.target.as_str(), q.caller.as_str(), q.port);
     let (method, path) = (q.method.as_deref(), q.path.as_deref());
     let view = local_view(dir)?;
@@ -262,11 +262,9 @@ fn local_check(q: &LocalCheckArgs) -> anyhow::Result<bool> {
         }
     };
     let http = Call::http_of(method, path);
-    let policy = trustmesh_core::policy::CompiledPolicy::new(snapshot.inbound.clone());
-    let call = Call { caller: caller.as_ref(), port, http };
-    let answer = check(&snapshot, &policy, &call);
-    print!("{}", explain(&answer, &call, &snapshot.inbound));
-    Ok(answer.allowed())
+    let (allowed, explanation) = check_and_explain(&snapshot, &Call { caller: caller.as_ref(), port, http });
+    print!("{explanation}");
+    Ok(allowed)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {

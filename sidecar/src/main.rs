@@ -274,7 +274,7 @@ fn admin_config(addr: SocketAddr) -> anyhow::Result<String> {
 
 /// Answers `check`: prints the explanation, returns whether the call is allowed.
 fn check(a: &CheckArgs) -> anyhow::Result<bool> {
-    use trustmesh_core::check::{Call, check, explain};
+    use trustmesh_core::check::{Call, check_and_explain};
     use trustmesh_core::snapshot::Snapshot;
     let (text, source) = match (&a.admin, &a.snapshot) {
         (Some(addr), _) => (admin_config(*addr)?, format!("http://{addr}/config")),
@@ -295,11 +295,9 @@ fn check(a: &CheckArgs) -> anyhow::Result<bool> {
         id => Some(SpiffeId::parse(id).with_context(|| format!("--caller {id:?}: a SPIFFE ID or `unauthenticated`"))?),
     };
     let http = Call::http_of(a.method.as_deref(), a.path.as_deref());
-    let policy = trustmesh_core::policy::CompiledPolicy::new(snapshot.inbound.clone());
-    let call = Call { caller: caller.as_ref(), port: a.port, http };
-    let answer = check(&snapshot, &policy, &call);
-    print!("{}", explain(&answer, &call, &snapshot.inbound));
-    Ok(answer.allowed())
+    let (allowed, explanation) = check_and_explain(&snapshot, &Call { caller: caller.as_ref(), port: a.port, http });
+    print!("{explanation}");
+    Ok(allowed)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {

@@ -14,6 +14,20 @@ use crate::{Proc, bin, eventually, free_port, run, text, wait_for_port};
 /// Requests for `/slow` the app has started on (see [`app`]).
 pub static SLOW_REQUESTS_STARTED: AtomicUsize = AtomicUsize::new(0);
 
+/// Reads one request head (request line and headers, up to the empty line); `None` when the
+/// connection ends before a line.
+pub fn read_head(reader: &mut impl BufRead) -> Option<Vec<String>> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+        if line == "\r\n" {
+            return Some(lines);
+        }
+        lines.push(std::mem::take(&mut line));
+    }
+    (!lines.is_empty()).then_some(lines)
+}
+
 /// An app that answers every HTTP/1.1 request with 200 on a keep-alive connection; a request
 /// for `/slow` is answered after 1.5 s (counted in [`SLOW_REQUESTS_STARTED`] when it arrives).
 pub fn app() -> u16 {
@@ -24,23 +38,12 @@ pub fn app() -> u16 {
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
                 let mut stream = stream;
-                loop {
-                    let mut line = String::new();
-                    let mut head = 0;
-                    let mut slow = false;
-                    while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
-                        slow |= head == 0 && line.contains(" /slow ");
-                        head += 1;
-                        if line == "\r\n" {
-                            break;
-                        }
-                        line.clear();
-                    }
-                    if slow {
+                while let Some(head) = read_head(&mut reader) {
+                    if head.first().is_some_and(|l| l.contains(" /slow ")) {
                         SLOW_REQUESTS_STARTED.fetch_add(1, Ordering::SeqCst);
                         std::thread::sleep(Duration::from_millis(1500));
                     }
-                    if head == 0 || stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n").is_err() {
+                    if stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n").is_err() {
                         return;
                     }
                 }
@@ -73,6 +76,18 @@ pub fn connect(port: u16) -> TcpStream {
     let c = TcpStream::connect(("127.0.0.1", port)).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     c
+}
+
+/// A server sidecar and a client sidecar whose outbound leads to it (see [`LocalMesh::pair`]).
+pub struct Pair {
+    /// The server's sidecar (its log holds the inbound decisions).
+    pub server: Proc,
+    /// The server sidecar's admin port.
+    pub server_admin: u16,
+    /// The client's sidecar.
+    pub client: Proc,
+    /// The client's outbound listener: plain HTTP in, mTLS to the server's inbound.
+    pub outbound: u16,
 }
 
 /// A local-mode directory with workloads `client` and `server` (the latter at
@@ -142,6 +157,17 @@ impl LocalMesh {
         });
         assert!(!p.output().contains("panicked"));
         (p, admin)
+    }
+
+    /// The usual pair in front of `app`: the `server` sidecar's inbound on [`Self::inbound`]
+    /// (plus `server_flags`, space-separated), and the `client` sidecar's outbound on a fresh port
+    /// leading to it. Both are ready when this returns.
+    pub fn pair(&self, app: u16, server_flags: &str) -> Pair {
+        let inbound = format!("--inbound 127.0.0.1:{}=127.0.0.1:{app} {server_flags}", self.inbound);
+        let (server, server_admin) = self.sidecar("server", inbound.trim_end());
+        let outbound = free_port();
+        let (client, _) = self.sidecar("client", &format!("--outbound 127.0.0.1:{outbound}=127.0.0.1:{}", self.inbound));
+        Pair { server, server_admin, client, outbound }
     }
 
     /// Writes `resources/<file>`.

@@ -8,7 +8,7 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use trustmesh_tests::local::{LocalMesh, app};
+use trustmesh_tests::local::{LocalMesh, Pair, app};
 use trustmesh_tests::{bin, free_port, run, text};
 
 const POLICY: &str = "apiVersion: trustmesh.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: server-callers, namespace: default}\nspec:\n  targetRef: {name: server}\n  rules:\n  - from: [{identity: client}]\n    to: [{methods: [GET], paths: [\"/api/*\"]}]\n";
@@ -32,9 +32,8 @@ fn decided(out: &std::process::Output) -> (Option<i32>, String) {
 #[test]
 fn check_gives_the_verdict_and_decider_the_sidecar_gave() {
     let mesh = LocalMesh::start("local-check", POLICY);
-    let (inbound, outbound, app) = (mesh.inbound, free_port(), app());
-    let (_server, admin) = mesh.sidecar("server", &format!("--inbound 127.0.0.1:{inbound}=127.0.0.1:{app}"));
-    let (_client, _) = mesh.sidecar("client", &format!("--outbound 127.0.0.1:{outbound}=127.0.0.1:{inbound}"));
+    let app = app();
+    let Pair { server: _server, server_admin: admin, client: _client, outbound } = mesh.pair(app, "");
     let config = text(&run(Command::new("curl").args(["-sf", &format!("http://127.0.0.1:{admin}/config")])));
     assert!(config.contains("\"snapshot\""), "{config}");
 

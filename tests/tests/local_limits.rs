@@ -7,8 +7,8 @@ use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use trustmesh_tests::local::{LocalMesh, SLOW_REQUESTS_STARTED, app, connect, request, request_path};
-use trustmesh_tests::{Proc, eventually, free_port, run, text};
+use trustmesh_tests::local::{LocalMesh, Pair, SLOW_REQUESTS_STARTED, app, connect, request, request_path};
+use trustmesh_tests::{Proc, eventually, run, text};
 
 const ALLOW_GET: &str = "apiVersion: trustmesh.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: server-callers, namespace: default}\nspec:\n  targetRef: {name: server}\n  rules:\n  - from: [{identity: client}]\n    to: [{methods: [GET]}]\n";
 
@@ -35,9 +35,8 @@ fn status_of(url: &str, extra: &[&str]) -> String {
 #[test]
 fn oversized_slow_and_excess_requests_are_refused_and_logged() {
     let mesh = LocalMesh::start("local-limits", ALLOW_GET);
-    let (inbound, outbound, app) = (mesh.inbound, free_port(), app());
-    let (server, admin_s) = mesh.sidecar("server", &format!("--inbound 127.0.0.1:{inbound}=127.0.0.1:{app} --header-seconds 1 --max-connections 3"));
-    let (_client, _) = mesh.sidecar("client", &format!("--outbound 127.0.0.1:{outbound}=127.0.0.1:{inbound}"));
+    let app = app();
+    let Pair { server, server_admin: admin_s, client: _client, outbound } = mesh.pair(app, "--header-seconds 1 --max-connections 3");
 
     // A request head over 64 KiB, and one with more than 100 headers: 431, never the app.
     let mut big = connect(outbound);
@@ -80,9 +79,8 @@ fn oversized_slow_and_excess_requests_are_refused_and_logged() {
 #[test]
 fn sigterm_finishes_in_flight_requests_and_stops_being_ready() {
     let mesh = LocalMesh::start("local-drain", ALLOW_GET);
-    let (inbound, outbound, app) = (mesh.inbound, free_port(), app());
-    let (mut server, admin_s) = mesh.sidecar("server", &format!("--inbound 127.0.0.1:{inbound}=127.0.0.1:{app} --drain-seconds 10"));
-    let (_client, _) = mesh.sidecar("client", &format!("--outbound 127.0.0.1:{outbound}=127.0.0.1:{inbound}"));
+    let app = app();
+    let Pair { mut server, server_admin: admin_s, client: _client, outbound } = mesh.pair(app, "--drain-seconds 10");
 
     let before = SLOW_REQUESTS_STARTED.load(Ordering::SeqCst);
     let in_flight = std::thread::spawn(move || request_path(&mut connect(outbound), "GET", "/slow"));
@@ -94,17 +92,16 @@ fn sigterm_finishes_in_flight_requests_and_stops_being_ready() {
     assert_eq!(in_flight.join().unwrap(), 200, "the request in flight at SIGTERM is answered");
     let status = server.wait_exit(Duration::from_secs(15)).expect("the sidecar exits once drained");
     assert!(status.success(), "a drained sidecar exits 0: {status:?}\n{}", server.output());
-    assert!(std::net::TcpStream::connect(("127.0.0.1", inbound)).is_err(), "no listener after the drain");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", mesh.inbound)).is_err(), "no listener after the drain");
     mesh.passed();
 }
 
 #[test]
 fn permissive_mode_serves_plaintext_and_certificate_less_callers_as_unauthenticated() {
     let mesh = LocalMesh::start("local-permissive", ALLOW_GET);
-    let (inbound, outbound, app) = (mesh.inbound, free_port(), app());
-    let (server, _) = mesh.sidecar("server", &format!("--inbound 127.0.0.1:{inbound}=127.0.0.1:{app} --permissive"));
-    let (_client, _) = mesh.sidecar("client", &format!("--outbound 127.0.0.1:{outbound}=127.0.0.1:{inbound}"));
-    let direct = format!("127.0.0.1:{inbound}/api/x");
+    let app = app();
+    let Pair { server, server_admin: _, client: _client, outbound } = mesh.pair(app, "--permissive");
+    let direct = format!("127.0.0.1:{}/api/x", mesh.inbound);
 
     // Accepted, but as the caller `unauthenticated`, which no rule names: the default denies.
     assert_eq!(status_of(&format!("http://{direct}"), &[]), "403", "plaintext is heard, then denied by default");
@@ -125,9 +122,8 @@ fn permissive_mode_serves_plaintext_and_certificate_less_callers_as_unauthentica
 #[test]
 fn sidecars_keep_their_last_snapshot_while_the_operator_is_away_and_reconnect() {
     let mut mesh = LocalMesh::start("local-failstatic", ALLOW_GET);
-    let (inbound, outbound, app) = (mesh.inbound, free_port(), app());
-    let (server, admin_s) = mesh.sidecar("server", &format!("--inbound 127.0.0.1:{inbound}=127.0.0.1:{app}"));
-    let (_client, _) = mesh.sidecar("client", &format!("--outbound 127.0.0.1:{outbound}=127.0.0.1:{inbound}"));
+    let app = app();
+    let Pair { server, server_admin: admin_s, client: _client, outbound } = mesh.pair(app, "");
     assert_eq!(request(&mut connect(outbound), "GET"), 200);
     let applied = metric(admin_s, "trustmesh_snapshots_applied_total").expect("snapshots applied");
 

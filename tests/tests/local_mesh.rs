@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::process::Command;
 use std::time::Duration;
 
-use trustmesh_tests::local::{LocalMesh, app, connect, request};
+use trustmesh_tests::local::{LocalMesh, Pair, app, connect, request};
 use trustmesh_tests::{Proc, bin, eventually, free_port, run, text};
 
 #[test]
@@ -31,10 +31,9 @@ fn policy_edits_and_quarantine_reach_running_sidecars() {
         format!("apiVersion: trustmesh.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {{name: server-callers, namespace: default}}\nspec:\n  targetRef: {{name: server}}\n  rules:\n  - from: [{{identity: client}}]\n    to: [{{methods: [{methods}], paths: [/api/*]}}]\n")
     };
     let mesh = LocalMesh::start("local-mesh", &policy("GET"));
-    let (inbound, outbound, metrics) = (mesh.inbound, free_port(), mesh.metrics);
+    let metrics = mesh.metrics;
     let app = app();
-    let (server, _) = mesh.sidecar("server", &format!("--inbound 127.0.0.1:{inbound}=127.0.0.1:{app}"));
-    let (_client, _) = mesh.sidecar("client", &format!("--outbound 127.0.0.1:{outbound}=127.0.0.1:{inbound}"));
+    let Pair { server, server_admin: _, client: _client, outbound } = mesh.pair(app, "");
 
     let mut conn = connect(outbound);
     assert_eq!(request(&mut conn, "GET"), 200, "the client may GET");
@@ -238,10 +237,8 @@ fn h2_post_with_trailer(port: u16, name: &'static str, value: &'static str) -> S
 fn http2_callers_reach_an_h2c_app_over_http2() {
     let policy = "apiVersion: trustmesh.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: server-callers, namespace: default}\nspec:\n  targetRef: {name: server}\n  rules:\n  - from: [{identity: client}]\n    to: [{methods: [GET, POST]}]\n";
     let mesh = LocalMesh::start("local-h2", policy);
-    let (inbound, outbound) = (mesh.inbound, free_port());
     let app = h2c_app();
-    let (_server, _) = mesh.sidecar("server", &format!("--inbound 127.0.0.1:{inbound}=127.0.0.1:{app}"));
-    let (_client, _) = mesh.sidecar("client", &format!("--outbound 127.0.0.1:{outbound}=127.0.0.1:{inbound}"));
+    let Pair { server: _server, server_admin: _, client: _client, outbound } = mesh.pair(app, "");
     let url = format!("http://127.0.0.1:{outbound}/pkg.Service/Method");
     let h2 = text(&run(Command::new("curl").args(["-s", "--http2-prior-knowledge", "-X", "POST", &url])));
     assert_eq!(h2, "HTTP/2.0 spiffe://local.trustmesh/ns/default/sa/client\n", "an HTTP/2 caller reaches the app over HTTP/2");

@@ -3,12 +3,12 @@
 //! `h2c` upgrade is not passed on (it would carry requests no rule sees); quarantining the
 //! caller closes an open tunnel.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
-use trustmesh_tests::local::{LocalMesh, connect};
-use trustmesh_tests::{eventually, free_port};
+use trustmesh_tests::local::{LocalMesh, Pair, connect, read_head};
+use trustmesh_tests::eventually;
 
 const POLICY: &str = "apiVersion: trustmesh.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: server-callers, namespace: default}\nspec:\n  targetRef: {name: server}\n  rules:\n  - from: [{identity: client}]\n    to: [{methods: [GET], paths: [/ws, /plain]}]\n";
 
@@ -22,16 +22,8 @@ fn ws_app() -> u16 {
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
                 let mut stream = stream;
-                let mut upgrade = None;
-                let mut line = String::new();
-                while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
-                    if let Some((name, value)) = line.split_once(':')
-                        && name.eq_ignore_ascii_case("upgrade")
-                    {
-                        upgrade = Some(value.trim().to_owned());
-                    }
-                    line.clear();
-                }
+                let head = read_head(&mut reader).unwrap_or_default();
+                let upgrade = head.iter().find_map(|l| l.split_once(':').filter(|(name, _)| name.eq_ignore_ascii_case("upgrade")).map(|(_, v)| v.trim().to_owned()));
                 if upgrade.as_deref().is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
                     let _ = stream.write_all(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\r\n");
                     let mut buf = [0u8; 1024];
@@ -73,9 +65,8 @@ fn echo(conn: &mut TcpStream, msg: &[u8]) -> Option<Vec<u8>> {
 #[test]
 fn websocket_tunnels_are_authorized_switched_and_closed_on_quarantine() {
     let mesh = LocalMesh::start("local-upgrade", POLICY);
-    let (inbound, outbound, app) = (mesh.inbound, free_port(), ws_app());
-    let (_server, _) = mesh.sidecar("server", &format!("--inbound 127.0.0.1:{inbound}=127.0.0.1:{app}"));
-    let (_client, _) = mesh.sidecar("client", &format!("--outbound 127.0.0.1:{outbound}=127.0.0.1:{inbound}"));
+    let app = ws_app();
+    let Pair { server: _server, server_admin: _, client: _client, outbound } = mesh.pair(app, "");
 
     // Allowed: switched, and raw bytes flow both ways through both sidecars.
     let mut tunnel = connect(outbound);

@@ -182,21 +182,16 @@ pub fn compile(settings: &MeshSettings, state: &DesiredState) -> CompiledMesh {
     for wid in identities {
         let key = ObjectKey::of(wid);
         let (report, workload) = compile_identity(settings, &namespaces, wid, &by_id);
+        let suspended = report.spiffe_id.clone().filter(|_| wid.spec.suspended);
         if let Some(w) = workload {
             by_id.insert(w.spiffe_id.clone(), key.clone());
             mesh.workloads.insert(key.clone(), w);
-        } else if wid.spec.suspended
-            && let Some(id) = &report.spiffe_id
-        {
+        } else if let Some(id) = &suspended {
             // A suspended identity keeps its claim on the service account even when it has
             // problems, so a newer duplicate cannot start issuing the quarantined ID.
             by_id.entry(id.clone()).or_insert_with(|| key.clone());
         }
-        if wid.spec.suspended
-            && let Some(id) = &report.spiffe_id
-        {
-            mesh.suspended.insert(id.clone());
-        }
+        mesh.suspended.extend(suspended);
         mesh.identities.insert(key, report);
     }
 
